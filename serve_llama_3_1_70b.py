@@ -1,0 +1,36 @@
+# serve_llama_3_1_70b.py: Llama 3.1 70B Instruct behind an OpenAI-compatible endpoint.
+import os
+
+from ray.serve.llm import LLMConfig, build_openai_app
+
+from tutorial.profiles import apply_profile
+
+hf_token = os.environ.get("HF_TOKEN")
+
+config = dict(
+    model_loading_config=dict(
+        # The name clients put in "model"; model_source is where the weights come from.
+        model_id="my-llama-3.1-70b",
+        # Gated: accept Meta's licence on Hugging Face first, or use the ungated
+        # copy of the same weights, "unsloth/Meta-Llama-3.1-70B-Instruct".
+        model_source="meta-llama/Llama-3.1-70B-Instruct",
+    ),
+    # Ray places the engine only on nodes with this GPU type: it must match your node.
+    accelerator_type="A100-40G",
+    deployment_config=dict(
+        autoscaling_config=dict(min_replicas=1, max_replicas=4),
+    ),
+    # The engine needs the token to download gated weights; pass it only when it is set.
+    runtime_env=dict(env_vars={"HF_TOKEN": hf_token} if hf_token else {}),
+    engine_kwargs=dict(
+        max_model_len=32768,
+        # Shard every weight matrix across the node's 8 GPUs (about 17.5 GB of bf16 each).
+        tensor_parallel_size=8,
+    ),
+)
+
+# LLM_PROFILE=cpu runs this same file on a 135M model on a CPU (tutorial/profiles.py);
+# unset, the config above is deployed unchanged.
+llm_config = LLMConfig(**apply_profile(config, os.environ.get("LLM_PROFILE")))
+
+app = build_openai_app({"llm_configs": [llm_config]})

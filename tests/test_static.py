@@ -1,0 +1,159 @@
+"""Fast checks of the notebook, the config files and the generated README; nothing is started."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+CODE = [c for c in NOTEBOOK.cells if c.cell_type == "code"]
+
+SOURCE_CONFIG = dict(  # the values of the source tutorial, which the default must keep
+    model_loading_config=dict(model_id="my-llama-3.1-70b", model_source="meta-llama/Llama-3.1-70B-Instruct"),
+    accelerator_type="A100-40G",
+    deployment_config=dict(autoscaling_config=dict(min_replicas=1, max_replicas=4)),
+    engine_kwargs=dict(max_model_len=32768, tensor_parallel_size=8),
+)
+
+
+def test_notebook_validates():
+    nbformat.validate(NOTEBOOK)
+
+
+def test_notebook_is_committed_without_outputs():
+    assert all(not c.outputs and c.execution_count is None for c in CODE)
+
+
+def test_every_bash_cell_fails_on_any_error():
+    bash = [c.source for c in CODE if c.source.startswith("%%bash")]
+    assert len(bash) >= 5
+    for src in bash:
+        assert src.splitlines()[1] == "set -euo pipefail", src
+
+
+def test_no_placeholders_in_code_cells():
+    for c in CODE:
+        assert not re.search(r"<[A-Za-z][\w -]*>", c.source), c.source
+
+
+def test_config_cell_is_the_file():
+    (cell,) = [c for c in CODE if c.source.startswith("%%writefile serve_llama_3_1_70b.py\n")]
+    body = cell.source.split("\n", 1)[1]
+    assert body + "\n" == (ROOT / "serve_llama_3_1_70b.py").read_text()  # %%writefile adds the newline
+
+
+def test_hidden_checks_are_in_place():
+    checks = [c.metadata.get("nbmake", {}).get("post_cell_execute") for c in CODE]
+    joined = "\n".join("\n".join(c) for c in checks if c)
+    assert "'4' in _answer" in joined and "len(chunks) > 1" in joined
+
+
+def test_account_cells_skip_execution():
+    anyscale = [c for c in CODE if "anyscale service" in c.source]
+    assert len(anyscale) == 2
+    for c in anyscale:
+        assert "skip-execution" in c.metadata.get("tags", [])
+        assert "HF_TOKEN=" not in c.source or '"$HF_TOKEN"' in c.source
+
+
+# Imports the module three ways and reports the configs. build_openai_app is replaced by a
+# recorder: the real one connects to (or starts) a Ray cluster, which a static test must not.
+DUMP = r"""
+import importlib, json, os, ray, yaml
+import ray.serve.llm
+from ray.serve.llm import LLMConfig
+built = []
+ray.serve.llm.build_openai_app = lambda cfg: built.append(cfg) or "app"
+dump = lambda c: c.model_dump(mode="json", exclude={"callback_config"})  # holds a class
+os.environ.pop("LLM_PROFILE", None); os.environ.pop("HF_TOKEN", None)
+import serve_llama_3_1_70b as m
+out = {"default": dump(m.llm_config), "app_built_from_config": built == [{"llm_configs": [m.llm_config]}] and m.app == "app"}
+os.environ["HF_TOKEN"] = "hf_test_value"
+out["with_token"] = dump(importlib.reload(m).llm_config)
+del os.environ["HF_TOKEN"]; os.environ["LLM_PROFILE"] = "cpu"
+out["cpu"] = dump(importlib.reload(m).llm_config)
+(yaml_app,) = yaml.safe_load(open("serve_config.yaml"))["applications"]
+out["yaml"] = dump(LLMConfig(**yaml_app["args"]["llm_configs"][0]))
+out["ray_started"] = ray.is_initialized()
+print("JSON" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def configs():
+    out = subprocess.run([sys.executable, "-c", DUMP], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.split("JSON", 1)[1])
+
+
+def _subset(actual: dict, expected: dict) -> dict:
+    return {k: _subset(actual[k], v) if isinstance(v, dict) else actual[k] for k, v in expected.items()}
+
+
+def test_default_is_the_source_config(configs):
+    assert _subset(configs["default"], SOURCE_CONFIG) == SOURCE_CONFIG
+    assert configs["default"]["runtime_env"] == {"env_vars": {}}  # no token, no empty HF_TOKEN
+    assert configs["default"]["placement_group_config"] is None
+    assert configs["app_built_from_config"] and not configs["ray_started"]
+
+
+def test_token_reaches_the_engine_only_when_set(configs):
+    assert configs["with_token"]["runtime_env"] == {"env_vars": {"HF_TOKEN": "hf_test_value"}}
+
+
+def test_cpu_profile_keeps_the_served_name(configs):
+    cpu = configs["cpu"]
+    assert cpu["model_loading_config"]["model_id"] == "my-llama-3.1-70b"
+    assert cpu["model_loading_config"]["model_source"].endswith(".models/SmolLM2-135M-Instruct")
+    assert cpu["accelerator_type"] is None
+    assert cpu["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    assert cpu["engine_kwargs"]["tensor_parallel_size"] == 1
+    assert cpu["engine_kwargs"]["max_model_len"] <= 4096
+
+
+def test_unknown_profile_is_a_clear_error():
+    from tutorial.profiles import apply_profile
+
+    with pytest.raises(ValueError, match="LLM_PROFILE='tpu' is not one of"):
+        apply_profile({}, "tpu")
+
+
+def test_service_yaml_names_the_app():
+    service = yaml.safe_load((ROOT / "service.yaml").read_text())
+    assert service["name"] == "deploy-llama-3-70b"
+    assert service["image_uri"].startswith("anyscale/ray-llm:2.58.1-")  # the pinned GPU Ray
+    (application,) = service["applications"]
+    module, attr = application["import_path"].split(":")
+    assert (ROOT / f"{module}.py").exists()
+    assert re.search(rf"^{attr} = build_openai_app\(", (ROOT / f"{module}.py").read_text(), re.M)
+
+
+def test_gpu_requirements_pin_the_image_ray():
+    assert "ray[serve,llm]==2.58.1" in (ROOT / "requirements-gpu.txt").read_text()
+
+
+def test_serve_config_matches_the_python_config(configs):
+    (application,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    assert application["import_path"] == "ray.serve.llm:build_openai_app"
+    # The same LLMConfig, field for field, but for the token the YAML leaves to the cluster.
+    python, from_yaml = dict(configs["default"]), dict(configs["yaml"])
+    assert python.pop("runtime_env") == {"env_vars": {}} and from_yaml.pop("runtime_env") in (None, {})
+    assert from_yaml == python
+
+
+def test_readme_matches_a_fresh_render():
+    out = subprocess.run([sys.executable, "ci/render_readme.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_readme_starts_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    assert blocks[:2] == ["bash ci/tutorial.sh", "bash ci/test.sh"]
+    assert "bash ci/test.sh" in (ROOT / ".ci" / "run").read_text()

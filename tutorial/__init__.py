@@ -1,0 +1,1 @@
+"""Helpers the notebook calls: the profile switch, preflight, readiness wait and teardown."""

@@ -1,0 +1,173 @@
+"""Check this machine against the chosen LLMConfig before anything starts.
+
+A config that cannot run here should fail in seconds with the reason, not after a launch that
+waits forever for GPUs that never appear. Run: python -m tutorial.preflight
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GIB = 1024**3
+GATED_ORGS = ("meta-llama/",)  # Hugging Face refuses these weights without an accepted licence
+PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node"}
+
+
+@dataclass
+class Machine:
+    gpus: list[tuple[str, int]] = field(default_factory=list)  # (name, memory MiB) per GPU
+    disk_free_bytes: int = 0  # where downloaded weights go
+    mem_available_bytes: int = 0
+    mem_total_bytes: int = 0
+    hf_token_set: bool = False
+    busy_ports: list[int] = field(default_factory=list)
+
+
+def ray_gpu_type(name: str, memory_mib: int) -> set[str]:
+    """The accelerator_type values Ray would match this GPU against (e.g. {"A100", "A100-40G"})."""
+    m = re.search(r"\b([A-Z]+[0-9]+[A-Z]?)\b", name.replace("NVIDIA", ""))
+    base = m.group(1) if m else name
+    types = {base}
+    if base == "A100":  # Ray labels A100s by memory size too
+        types.add("A100-80G" if memory_mib > 50 * 1024 else "A100-40G")
+    return types
+
+
+def weights_bytes(model_source: str) -> int:
+    """Bytes of weights to fetch: 0 for a local checkpoint, else bf16 size from the name's "70B"."""
+    if Path(model_source).is_dir():
+        return 0
+    m = re.search(r"(\d+(?:\.\d+)?)B\b", model_source)
+    return int(float(m.group(1)) * 1e9 * 2 * 1.05) if m else 0  # 2 bytes a parameter, plus tokenizer etc.
+
+
+def check(cfg, machine: Machine) -> list[str]:
+    """Problems that stop `cfg` (an LLMConfig) from running on `machine`; empty when it fits."""
+    problems = []
+    engine = cfg.engine_kwargs or {}
+    source = cfg.model_loading_config.model_source
+    gpus_needed = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
+
+    if cfg.accelerator_type:
+        matching = [g for g in machine.gpus if cfg.accelerator_type in ray_gpu_type(*g)]
+        if len(matching) < gpus_needed:
+            found = ", ".join(sorted({n for n, _ in machine.gpus})) or "no NVIDIA GPU"
+            problems.append(
+                f"GPUs: the config needs {gpus_needed} x {cfg.accelerator_type} "
+                f"(tensor_parallel_size x pipeline_parallel_size); this machine has {len(matching)} "
+                f"({found}). Set accelerator_type to your GPU and tensor_parallel_size to at most "
+                f"its count, or run the small model on a CPU with LLM_PROFILE=cpu."
+            )
+    if Path(source).is_absolute() and not Path(source, "config.json").exists():
+        problems.append(f"model: {source} holds no checkpoint; build it with `python -m tutorial.small_model`.")
+
+    need_disk = weights_bytes(source)
+    if need_disk > machine.disk_free_bytes:
+        problems.append(
+            f"disk: the weights take about {need_disk / GIB:.0f} GiB and the Hugging Face cache has "
+            f"{machine.disk_free_bytes / GIB:.0f} GiB free; free space or point HF_HOME at a bigger disk."
+        )
+
+    if cfg.accelerator_type:
+        need_mem = (4 + 3 * gpus_needed) * GIB  # Ray, the ingress and one engine process per GPU
+    else:  # the CPU engine keeps its KV cache in RAM
+        need_mem = int(engine.get("gpu_memory_utilization", 0.9) * machine.mem_total_bytes) + 4 * GIB
+    if need_mem > machine.mem_available_bytes:
+        problems.append(
+            f"memory: the deployment needs about {need_mem / GIB:.0f} GiB of RAM and "
+            f"{machine.mem_available_bytes / GIB:.0f} GiB is available; stop other programs."
+        )
+
+    if source.startswith(GATED_ORGS) and not machine.hf_token_set:
+        problems.append(
+            f"HF_TOKEN: {source} is gated. Accept its licence on Hugging Face, then export "
+            f"HF_TOKEN before starting Jupyter (or use the ungated copy named in the config)."
+        )
+
+    for port in machine.busy_ports:
+        problems.append(
+            f"port {port}: already in use, as by {PORTS[port]}. If it is an earlier run of this "
+            f"tutorial, run its Shut down cell (`serve shutdown -y; ray stop`) first."
+        )
+    return problems
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def _gpus() -> list[tuple[str, int]]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+        capture_output=True, text=True, timeout=60,
+    )
+    rows = [line.rsplit(",", 1) for line in out.stdout.strip().splitlines() if "," in line]
+    return [(name.strip(), int(mib)) for name, mib in rows]
+
+
+def _meminfo() -> dict[str, int]:
+    with open("/proc/meminfo") as f:
+        return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
+
+
+def probe() -> Machine:
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    existing = next(p for p in [hf_home, *hf_home.parents] if p.exists())
+    mem = _meminfo()
+    return Machine(
+        gpus=_gpus(),
+        disk_free_bytes=shutil.disk_usage(existing).free,
+        mem_available_bytes=mem["MemAvailable"],
+        mem_total_bytes=mem["MemTotal"],
+        hf_token_set=bool(os.environ.get("HF_TOKEN")) or (hf_home / "token").exists(),
+        busy_ports=[p for p in PORTS if _port_busy(p)],
+    )
+
+
+def load_llm_config():
+    """serve_llama_3_1_70b.llm_config, read without building the app: in Ray 2.60
+    build_openai_app connects to a Ray cluster and, when none runs, starts a throwaway one
+    (which also writes ~/.ray/auth_token, turning on token auth for later clusters)."""
+    import ray.serve.llm
+
+    real = ray.serve.llm.build_openai_app
+    ray.serve.llm.build_openai_app = lambda builder_config: None
+    try:
+        import serve_llama_3_1_70b
+    finally:
+        ray.serve.llm.build_openai_app = real
+    return serve_llama_3_1_70b.llm_config
+
+
+def main() -> int:
+    llm_config = load_llm_config()
+    machine = probe()
+    engine = llm_config.engine_kwargs
+    print(f"profile:     {os.environ.get('LLM_PROFILE') or '(unset: the 70B default)'}")
+    print(f"model:       {llm_config.model_loading_config.model_id} <- {llm_config.model_loading_config.model_source}")
+    print(f"accelerator: {llm_config.accelerator_type or 'none (CPU)'}, tensor_parallel_size {engine.get('tensor_parallel_size', 1)}")
+    print(f"this node:   {len(machine.gpus)} GPU(s) {sorted({n for n, _ in machine.gpus})}, "
+          f"{machine.mem_available_bytes / GIB:.0f} GiB RAM available, {machine.disk_free_bytes / GIB:.0f} GiB disk free")
+    print(f"HF_TOKEN:    {'set (not shown)' if machine.hf_token_set else 'not set'}")
+    problems = check(llm_config, machine)
+    for p in problems:
+        print(f"FAIL {p}")
+    print("preflight: all checks passed" if not problems else f"preflight: {len(problems)} problem(s); fix them before launching")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

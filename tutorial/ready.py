@@ -1,0 +1,98 @@
+"""Wait, with a deadline, until the deployment answers; on failure show why and raise.
+
+`serve run --non-blocking` returns before the engine has loaded its weights: for minutes the
+endpoint answers with refused connections, 404 or 503. This polls /v1/models, then sends a
+one-token chat completion, printing progress every poll. If the Serve application fails to
+deploy, or the deadline passes, it prints the tail of the replica logs and raises.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+BASE_URL = "http://127.0.0.1:8000"
+MODEL_ID = "my-llama-3.1-70b"
+LOG_DIR = "/tmp/ray/session_latest/logs/serve"
+
+
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def app_status() -> str:
+    """The Serve application's status line from `serve status`, e.g. DEPLOYING or DEPLOY_FAILED."""
+    try:
+        out = subprocess.run(["serve", "status"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e.__class__.__name__})"
+    for line in out.splitlines():
+        if line.strip().startswith("status:"):
+            return line.split(":", 1)[1].strip()  # the first one is the application's
+    return "no application"
+
+
+def log_tail(lines: int = 40) -> str:
+    """The last lines of each replica log: where the engine's load errors end up."""
+    parts = []
+    for path in sorted(glob.glob(os.path.join(LOG_DIR, "replica_*.log")), key=os.path.getmtime):
+        with open(path, errors="replace") as f:
+            tail = f.readlines()[-lines:]
+        parts.append(f"----- {path} (last {len(tail)} lines)\n" + "".join(tail))
+    return "\n".join(parts) or f"(no replica logs under {LOG_DIR})"
+
+
+def _models_ready(base_url: str, model: str) -> str | None:
+    """None when /v1/models lists `model`, else a short reason."""
+    try:
+        code, body = _http("GET", f"{base_url}/v1/models", timeout=10)
+    except (urllib.error.URLError, OSError) as e:
+        return f"no answer ({getattr(e, 'reason', e)})"
+    if code != 200:
+        return f"HTTP {code}"
+    ids = [m["id"] for m in json.loads(body).get("data", [])]
+    return None if model in ids else f"model not listed yet ({ids})"
+
+
+def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s: float = 1800, poll_s: float = 10) -> float:
+    """Block until `model` answers a chat completion; return the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    reason = "not polled yet"
+
+    def fail(why: str) -> RuntimeError:
+        print(log_tail(), flush=True)
+        return RuntimeError(f"{why} after {time.monotonic() - start:.0f} s; the replica logs are printed above")
+
+    while time.monotonic() < deadline:
+        reason = _models_ready(base_url, model)
+        if reason is None:
+            break
+        status = app_status()
+        print(f"[{time.monotonic() - start:5.0f} s] /v1/models: {reason}; Serve app: {status}", flush=True)
+        if status.startswith("DEPLOY_FAILED"):
+            raise fail("the Serve application failed to deploy")
+        time.sleep(poll_s)
+    else:
+        raise fail(f"not ready within {timeout_s:.0f} s (last: {reason})")
+
+    one_token = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    remaining = max(deadline - time.monotonic(), 1)
+    try:
+        code, body = _http("POST", f"{base_url}/v1/chat/completions", one_token, timeout=remaining)
+    except (urllib.error.URLError, OSError) as e:
+        raise fail(f"the first chat completion failed ({e})") from e
+    if code != 200:
+        raise fail(f"the first chat completion answered HTTP {code}: {body[:300]}")
+    elapsed = time.monotonic() - start
+    print(f"ready: {model} answered a one-token chat completion after {elapsed:.0f} s", flush=True)
+    return elapsed
