@@ -23,8 +23,12 @@ from pathlib import Path
 # KV-transfer and kernel add-ons, CUDA compilers, video codecs (shared/FACTS.md).
 SKIP = {
     "nixl", "nixl-cu12", "nixl-cu13", "tilelang", "z3-solver", "torchcodec", "pynvvideocodec",
-    "humming-kernels", "nvidia-cuda-nvcc", "nvidia-nvvm", "nvidia-cuda-crt", "nvidia-nvdisasm",
-    "nvidia-cutlass-dsl-libs-cu12", "cuda-tile", "numpy", "scipy", "pillow",
+    "humming-kernels", "nvidia-cuda-nvcc", "nvidia-cuda-nvdisasm", "nvidia-nvvm", "nvidia-cuda-crt", "nvidia-nvdisasm",
+    "nvidia-cutlass-dsl-libs-cu12", "nvidia-cutlass-dsl-libs-cu13", "cuda-tile", "av",
+    # Jupyter's front ends: nbmake needs only the kernel and nbclient.
+    "jupyterlab", "notebook", "jupyter-lsp", "jupyterlab-server", "notebook-shim", "jupyter-server",
+    "jupyter-builder", "babel",
+    "numpy", "scipy", "pillow",
     "opencv-python-headless", "numba", "llvmlite", "pyarrow", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc",
 }
 PLATFORMS = ["manylinux_2_39_x86_64", "manylinux_2_35_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64",
@@ -98,27 +102,35 @@ def pack(args) -> None:
     print(f"packed {args.wheels} into {len(parts)} parts of at most {args.part_mib} MiB")
 
 
-def install(args) -> None:
-    manifest = json.loads((args.parts / "wheelhouse.json").read_text())
-    missing = [p for p in manifest["parts"] if not (args.parts / p).exists()]
+def unpack(parts: Path, dest: Path) -> list[Path]:
+    """Join the parts listed in parts/wheelhouse.json, check the checksum, untar into dest."""
+    manifest = json.loads((parts / "wheelhouse.json").read_text())
+    missing = [p for p in manifest["parts"] if not (parts / p).exists()]
     if missing:
         sys.exit(f"wheelhouse: missing parts {missing}")
     digest = hashlib.sha256()
+    tar_path = dest / "wheelhouse.tar"
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(tar_path, "wb") as out:
+        for p in manifest["parts"]:
+            data = (parts / p).read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != manifest["sha256"]:
+        sys.exit("wheelhouse: the joined parts do not match the packed checksum")
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+        tar.extractall(dest, filter="data")
+    tar_path.unlink()
+    return [dest / n for n in names]
+
+
+def install(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        tar_path = Path(tmp) / "wheelhouse.tar"
-        with open(tar_path, "wb") as out:
-            for p in manifest["parts"]:
-                data = (args.parts / p).read_bytes()
-                digest.update(data)
-                out.write(data)
-        if digest.hexdigest() != manifest["sha256"]:
-            sys.exit("wheelhouse: the joined parts do not match the packed checksum")
-        wheels = Path(tmp) / "wheels"
-        with tarfile.open(tar_path) as tar:
-            tar.extractall(wheels, filter="data")
+        wheels = [w for w in unpack(args.parts, Path(tmp)) if w.suffix == ".whl"]
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--upgrade", "--target", str(args.target), *map(str, sorted(wheels.glob("*.whl")))], check=True)
-    print(f"installed {len(manifest['parts'])} parts into {args.target}")
+                        "--upgrade", "--target", str(args.target), *map(str, sorted(wheels))], check=True)
+    print(f"installed {len(wheels)} wheels into {args.target}")
 
 
 def main(argv: list[str]) -> None:

@@ -170,3 +170,11 @@ def test_readme_starts_with_the_two_commands():
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
     assert blocks[:2] == ["bash ci/tutorial.sh", "bash ci/test.sh"]
     assert "bash ci/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_no_token_in_committed_outputs():
+    # Hugging Face tokens start with hf_; Ray's cluster token is 64 hex characters.
+    pattern = re.compile(r"\bhf_[A-Za-z0-9]{20,}|\b[0-9a-f]{64}\b")
+    outputs = [ROOT / "README.md", *sorted((ROOT / "ci" / "results").glob("*"))]
+    for path in outputs:
+        assert not pattern.search(path.read_text()), path

@@ -96,3 +96,7 @@ def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s:
     elapsed = time.monotonic() - start
     print(f"ready: {model} answered a one-token chat completion after {elapsed:.0f} s", flush=True)
     return elapsed
+
+
+if __name__ == "__main__":  # python -m tutorial.ready: show why a deployment is not up
+    print(log_tail())
