@@ -4,16 +4,10 @@
 # the Ray cluster are torn down before this script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-bash ci/setup_venv.sh
-source .venv/bin/activate
-
-export LLM_PROFILE=${LLM_PROFILE:-cpu}
-export READY_TIMEOUT_S=${READY_TIMEOUT_S:-600}
+source ci/cpu_env.sh
 trap 'python -m tutorial.teardown' EXIT
 
 start=$SECONDS
-# The cell timeout is above READY_TIMEOUT_S so the wait cell fails with its own log tail first.
 jupyter nbconvert --to notebook --execute notebook.ipynb --output notebook.executed.ipynb \
-  --ExecutePreprocessor.timeout=$((READY_TIMEOUT_S + 300))
+  --ExecutePreprocessor.timeout="$CELL_TIMEOUT_S"
 echo "tutorial: notebook executed in $((SECONDS - start)) s -> notebook.executed.ipynb"

@@ -1,7 +1,8 @@
 """Wait, with a deadline, until the deployment answers; on failure show why and raise.
 
-`serve run --non-blocking` returns before the engine has loaded its weights: for minutes the
-endpoint answers with refused connections, 404 or 503. This polls /v1/models, then sends a
+Until the engine has loaded its weights the endpoint answers with refused connections, 404 or
+503. Ray 2.58 and 2.60 already wait in `serve run --non-blocking`, but other versions return
+early, and a ready application is worth one real request. This polls /v1/models, then sends a
 one-token chat completion, printing progress every poll. If the Serve application fails to
 deploy, or the deadline passes, it prints the tail of the replica logs and raises.
 """

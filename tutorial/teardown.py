@@ -66,7 +66,10 @@ def shutdown() -> None:
         _run(["ray", "stop", "--force"], env)
         for p in psutil.process_iter(["cmdline"]):  # engine processes that outlived their parent
             if any(m in " ".join(p.info["cmdline"] or []) for m in ("VLLM::", "EngineCore")):
-                p.kill()
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
         time.sleep(2)
 
 
