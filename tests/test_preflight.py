@@ -73,3 +73,8 @@ def test_gpu_names_as_ray_labels_them():
     assert ray_gpu_type("NVIDIA A100 80GB PCIe", 81920) == {"A100", "A100-80G"}
     assert ray_gpu_type(*H100) == {"H100"}
     assert ray_gpu_type("NVIDIA L40S", 46068) == {"L40S"}
+
+
+def test_capacity_stops_70b_on_four_a100_40g():
+    problems = check(config(tensor_parallel_size=4), node(gpus=[A100_40] * 4))
+    assert len(problems) == 1 and problems[0].startswith("capacity: the KV cache holds"), problems

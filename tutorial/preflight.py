@@ -12,11 +12,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import capacity
 from tutorial import gpus
 from tutorial.gpus import ray_gpu_type
 
 GIB = 1024**3
 GATED_ORGS = ("meta-llama/",)  # Hugging Face refuses these weights without an accepted licence
+# Configs capacity.py ships for the Hugging Face names the tutorial deploys.
+PLANNER_MODELS = {
+    "meta-llama/Llama-3.1-70B-Instruct": "llama-3.1-70b",
+    "unsloth/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
+    "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
+}
 PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node"}
 
 
@@ -55,6 +62,8 @@ def check(cfg, machine: Machine) -> list[str]:
                 f"({found}). Set accelerator_type to your GPU and tensor_parallel_size to at most "
                 f"its count, or run the small model on a CPU with LLM_PROFILE=cpu."
             )
+    if cfg.accelerator_type in capacity.GPUS:
+        problems += capacity_problems(cfg)
     if Path(source).is_absolute() and not Path(source, "config.json").exists():
         problems.append(f"model: {source} holds no checkpoint; build it with `python -m tutorial.small_model`.")
 
@@ -87,6 +96,27 @@ def check(cfg, machine: Machine) -> list[str]:
             f"tutorial, run its Shut down cell (`serve shutdown -y; ray stop`) first."
         )
     return problems
+
+
+def capacity_problems(cfg) -> list[str]:
+    """capacity.py's verdict on the weights and KV cache, for a model whose config it has."""
+    source = cfg.model_loading_config.model_source
+    model = PLANNER_MODELS.get(source) or str(Path(source, "config.json"))
+    if not Path(model).is_file() and model not in capacity.MODELS:
+        return []  # no config to plan with: vLLM itself will tell
+    engine = cfg.engine_kwargs or {}
+    p = capacity.plan(
+        model, cfg.accelerator_type,
+        tensor_parallel_size=engine.get("tensor_parallel_size", 1),
+        pipeline_parallel_size=engine.get("pipeline_parallel_size", 1),
+        max_model_len=engine.get("max_model_len", 8192),
+        gpu_memory_utilization=engine.get("gpu_memory_utilization", capacity.DEFAULT_GPU_MEMORY_UTILIZATION),
+        enforce_eager=engine.get("enforce_eager", False),
+    )
+    if p.fits:
+        return []
+    return [f"capacity: {p.reason} (python capacity.py --model {p.model} --gpu {p.gpu} "
+            f"--tensor-parallel-size {p.tensor_parallel_size} --max-model-len {p.max_model_len})"]
 
 
 def _port_busy(port: int) -> bool:

@@ -1,0 +1,90 @@
+"""capacity.py against the source's vLLM log line and against vLLM runs on an H100."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import capacity
+from tutorial import capacity_plot
+
+ROOT = Path(__file__).resolve().parent.parent
+VALIDATION = json.loads((ROOT / "ci/results/capacity-validation.json").read_text())
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "capacity.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("max_model_len, source", [(32768, 13.02), (16384, 26.04)])
+def test_the_source_figures_within_5_percent(max_model_len, source):
+    out = run("--model", "llama-3.1-70b", "--gpu", "A100-40G", "--tensor-parallel-size", "8",
+              "--max-model-len", str(max_model_len), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert abs(result["max_concurrency"] - source) / source < 0.05, result["max_concurrency"]
+    assert result["fits"] is True and result["kv_bytes_per_token_per_gpu"] == 40 * 1024  # 320 KiB / 8 GPUs
+
+
+@pytest.mark.parametrize("case", VALIDATION["cases"], ids=lambda c: f"{c['model']}-{c['max_model_len']}")
+def test_replays_the_vllm_runs_within_5_percent(case):
+    model = case["model"] if case["model"] in capacity.MODELS else f"tests/data/{case['model']}.json"
+    p = capacity.plan(str(ROOT / model) if "/" in model else model, case["gpu"],
+                      tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
+                      gpu_memory_utilization=case["gpu_memory_utilization"], enforce_eager=case["enforce_eager"])
+    assert p.kv_cache_tokens == case["planner_kv_tokens"]  # the planner has not drifted since the run
+    assert abs(p.kv_cache_tokens - case["vllm_kv_tokens"]) / case["vllm_kv_tokens"] < 0.05
+    assert abs(p.max_concurrency - case["vllm_max_concurrency"]) / case["vllm_max_concurrency"] < 0.05
+
+
+def test_validation_has_three_real_cases():
+    assert len(VALIDATION["cases"]) >= 3 and "H100" in VALIDATION["device"] and VALIDATION["vllm_version"]
+
+
+def test_70b_does_not_fit_four_a100_40g():
+    p = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=4, max_model_len=32768)
+    assert not p.fits and "fewer than one 32768-token request" in p.reason
+    p = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=2)
+    assert not p.fits and "weights need 65.7 GiB per GPU" in p.reason
+
+
+def test_quantization_and_replicas_raise_concurrency():
+    base = capacity.plan("llama-3.1-70b", "H100", tensor_parallel_size=8, max_model_len=32768)
+    fp8 = capacity.plan("llama-3.1-70b", "H100", tensor_parallel_size=8, max_model_len=32768,
+                        weight_dtype="fp8", kv_cache_dtype="fp8", replicas=4)
+    assert fp8.kv_bytes_per_token_per_gpu * 2 == base.kv_bytes_per_token_per_gpu
+    assert fp8.max_concurrency > 2 * base.max_concurrency
+    assert fp8.total_max_concurrency == pytest.approx(4 * fp8.max_concurrency, abs=0.05)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama-9000"], "unknown model 'llama-9000'"),
+    (["--model", "llama-3.1-70b", "--gpu", "B300"], "unknown GPU 'B300'"),
+    (["--model", "llama-3.1-70b", "--tensor-parallel-size", "3"], "does not divide the 64 attention heads"),
+    (["--model", "tests/data/odd-kv-heads-config.json", "--tensor-parallel-size", "12"], "does not divide the 8 KV heads"),
+    (["--model", "llama-3.1-70b", "--max-model-len", "0"], "--max-model-len must be positive"),
+    (["--model", "llama-3.1-70b", "--replicas", "-1"], "--replicas must be positive"),
+    (["--model", "llama-3.1-70b", "--gpu-memory-utilization", "1.5"], "must be in (0, 1]"),
+    (["--model", "tests/data/incomplete-config.json"], "config lacks positive integer fields"),
+    (["--model", "README.md"], "not a readable JSON config"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    if "--gpu" not in args:
+        args = [*args, "--gpu", "H100"]
+    out = run(*args)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_committed_plot_is_regenerated_byte_for_byte(tmp_path):
+    fresh = capacity_plot.plot(tmp_path / "plot.png")
+    assert fresh.read_bytes() == capacity_plot.PNG.read_bytes()
+
+
+def test_the_notebook_table_is_the_planner_table():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+    assert any(capacity_plot.table() in c.source for c in nb.cells if c.cell_type == "markdown")
