@@ -30,7 +30,7 @@ CASES = [
 ENGINE = """
 import sys
 from vllm import LLM
-LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), enforce_eager=True, load_format=sys.argv[3])
+LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1")
 """
 
 
@@ -52,7 +52,7 @@ def checkpoint(model: str, workdir: Path) -> tuple[str, str]:
 
 def run_case(model: str, max_model_len: int, eager: bool, gpu: str, workdir: Path) -> dict:
     path, load_format = checkpoint(model, workdir)
-    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format],
+    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager))],
                          capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     tokens = re.search(r"GPU KV cache size: ([\d,]+) tokens", log)
