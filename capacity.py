@@ -81,11 +81,16 @@ def load_model(name_or_path: str) -> tuple[str, dict]:
     return (name_or_path if name_or_path in MODELS else path.name), config
 
 
+def attention_shape(c: dict) -> tuple[int, int, int]:
+    """(attention heads, KV heads, head dimension); configs may leave the last two implicit."""
+    heads = c["num_attention_heads"]
+    return heads, c.get("num_key_value_heads", heads), c.get("head_dim") or c["hidden_size"] // heads
+
+
 def parameters(c: dict) -> tuple[int, int]:
     """(parameters in linear layers, parameters in embeddings and lm_head)."""
-    h, heads = c["hidden_size"], c["num_attention_heads"]
-    kv_heads = c.get("num_key_value_heads", heads)
-    head_dim = c.get("head_dim") or h // heads
+    h = c["hidden_size"]
+    heads, kv_heads, head_dim = attention_shape(c)
     attention = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2  # q, o, k, v
     mlp = 3 * h * c["intermediate_size"]  # gate, up, down
     linear = c["num_hidden_layers"] * (attention + mlp)
@@ -107,8 +112,7 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
             raise PlanError(f"--{label} must be positive, got {value}")
     if not 0 < gpu_memory_utilization <= 1:
         raise PlanError(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}")
-    heads = c["num_attention_heads"]
-    kv_heads = c.get("num_key_value_heads", heads)
+    heads, kv_heads, head_dim = attention_shape(c)
     if heads % tp:
         raise PlanError(f"--tensor-parallel-size {tp} does not divide the {heads} attention heads")
     if kv_heads % tp and tp % kv_heads:  # vLLM shards KV heads, or replicates them past tp = kv_heads
@@ -129,7 +133,6 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
     graphs = 0 if enforce_eager else CUDA_GRAPH_GIB * GIB
     other = activations + logits + non_torch + graphs
 
-    head_dim = c.get("head_dim") or h // heads
     layers_per_gpu = -(-c["num_hidden_layers"] // pp)
     kv_per_token = layers_per_gpu * 2 * max(kv_heads // tp, 1) * head_dim * (1 if kv_cache_dtype == "fp8" else 2)
     kv_bytes = gpu_memory_utilization * memory - weights - other

@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "ci/results/capacity-validation.json")
     args = parser.parse_args(argv)
     found = gpus.detect()
-    gpu = min(gpus.ray_gpu_type(*found[0]), key=len)
+    gpu = gpus.node_type()
     with tempfile.TemporaryDirectory() as tmp:
         cases = [run_case(m, n, e, gpu, Path(tmp)) for m, n, e in CASES]
     result = {

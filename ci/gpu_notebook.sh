@@ -13,7 +13,7 @@ results=${RESULTS_DIR:-ci/results}
 mkdir -p "$results"
 
 python -m tutorial.small_model || exit 1
-gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oE '[A-Z]+[0-9]+' | head -1 | tr A-Z a-z)
+gpu=$(python -c "from tutorial import gpus; print((gpus.node_type() or 'gpu').lower())")
 run=notebook.gpu-run.ipynb  # beside the original, so its cells run in the repository root
 cp notebook.ipynb "$run"
 rm -f /tmp/chat_answer.json
@@ -23,7 +23,7 @@ python -m pytest "$run" --nbmake --overwrite --nbmake-timeout=$((READY_TIMEOUT_S
 rc=$?
 echo "gpu_notebook: pytest exited $rc after $((SECONDS - start)) s"
 
-python ci/notebook_results.py "$run" --rc "$rc" --out "$results/gpu-notebook-${gpu:-gpu}.json"
-mv "$run" "$results/gpu-notebook-${gpu:-gpu}.ipynb"
+python ci/notebook_results.py "$run" --rc "$rc" --out "$results/gpu-notebook-$gpu.json"
+mv "$run" "$results/gpu-notebook-$gpu.ipynb"
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv
 exit "$rc"

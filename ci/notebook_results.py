@@ -27,13 +27,9 @@ def _find(pattern: str, text: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def _started(cell) -> datetime.datetime | None:
-    stamp = cell.metadata.get("execution", {}).get("iopub.execute_input")  # recorded by nbclient
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
-
-
-def _ended(cell) -> datetime.datetime | None:
-    stamp = cell.metadata.get("execution", {}).get("shell.execute_reply")
+def _stamp(cell, key: str) -> datetime.datetime | None:
+    """A time nbclient recorded for the cell: iopub.execute_input (start), shell.execute_reply (end)."""
+    stamp = cell.metadata.get("execution", {}).get(key)
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
@@ -41,9 +37,9 @@ def time_to_ready(code: list) -> float | None:
     """Seconds from the start of the `serve run` cell to the end of the readiness check."""
     launch = next((c for c in code if "serve run serve_llama_3_1_70b:app" in c.source), None)
     ready = next((c for c in code if "wait_until_ready(" in c.source), None)
-    if not (launch and ready and _started(launch) and _ended(ready)):
-        return None
-    return round((_ended(ready) - _started(launch)).total_seconds(), 1)
+    start = launch and _stamp(launch, "iopub.execute_input")
+    end = ready and _stamp(ready, "shell.execute_reply")
+    return round((end - start).total_seconds(), 1) if start and end else None
 
 
 def _version(dist: str) -> str | None:

@@ -17,6 +17,12 @@ def detect() -> list[tuple[str, int]]:
     return [(name.strip(), int(mib)) for name, mib in rows]
 
 
+def node_type() -> str | None:
+    """The accelerator_type to ask Ray for on this node (e.g. "H100", never "A100-40G"); None without a GPU."""
+    found = detect()
+    return min(ray_gpu_type(*found[0]), key=len) if found else None
+
+
 def ray_gpu_type(name: str, memory_mib: int) -> set[str]:
     """The accelerator_type values Ray matches this GPU against (e.g. {"A100", "A100-40G"})."""
     m = re.search(r"\b([A-Z]+[0-9]+[A-Z]?)\b", name.replace("NVIDIA", ""))

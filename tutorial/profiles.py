@@ -35,12 +35,12 @@ def cpu() -> dict:
 
 
 def gpu() -> dict:
-    found = gpus.detect()
-    if not found:
+    accelerator_type = gpus.node_type()
+    if not accelerator_type:
         raise ValueError("LLM_PROFILE=gpu: nvidia-smi reports no GPU on this node; use LLM_PROFILE=cpu")
     return dict(
         # The type this node really has (e.g. H100): Ray waits forever for any other.
-        accelerator_type=min(gpus.ray_gpu_type(*found[0]), key=len),
+        accelerator_type=accelerator_type,
         placement_group_config=None,  # Ray Serve LLM's default: one GPU per tensor-parallel rank
         engine_kwargs=dict(
             max_model_len=4096,
