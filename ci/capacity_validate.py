@@ -8,7 +8,6 @@ import argparse
 import datetime
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import capacity  # noqa: E402
 from tutorial import gpus  # noqa: E402
-from tutorial.profiles import SMALL_MODEL_DIR  # noqa: E402
+from model_dirs import checkpoint  # noqa: E402
 
 # (planner model, max_model_len, enforce_eager): real weights for SmolLM2, dummy for the 8B shape.
 CASES = [
@@ -32,22 +31,6 @@ import sys
 from vllm import LLM
 LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1")
 """
-
-
-def checkpoint(model: str, workdir: Path) -> tuple[str, str]:
-    """A directory vLLM can load for `model`, and its load_format."""
-    if model == "smollm2-135m":
-        return str(SMALL_MODEL_DIR), "auto"
-    # The 8B shape: its config, the small model's tokenizer, and random weights (no download).
-    shape = workdir / Path(model).stem
-    shape.mkdir()
-    for f in SMALL_MODEL_DIR.iterdir():
-        if f.name != "model.safetensors":
-            shutil.copy(f, shape / f.name)
-    config = json.loads((ROOT / model).read_text())
-    config.update(model_type="llama", torch_dtype="bfloat16", rms_norm_eps=1e-5, rope_theta=500000.0)
-    (shape / "config.json").write_text(json.dumps(config))
-    return str(shape), "dummy"
 
 
 def run_case(model: str, max_model_len: int, eager: bool, gpu: str, workdir: Path) -> dict:

