@@ -43,8 +43,13 @@ RAY_CONFIGS = {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+        # HAProxy asks for about 2.5 file descriptors per connection: its default of 20000
+        # connections needs 50k, more than many containers allow (the H100 box: 20000).
+        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
     },
 }
+# The same without RAY_SERVE_THROUGHPUT_OPTIMIZED: separates its effect from direct streaming's.
+RAY_CONFIGS["direct"] = {k: v for k, v in RAY_CONFIGS["tuned"].items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 FIELDS = ("output_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
           "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "completed", "failed", "duration")
 
@@ -124,6 +129,9 @@ class VllmServer:
         self.ready_after_s = time.monotonic() - start
         return self
 
+    def frontend_pid(self) -> int:
+        return self.proc.pid  # the API server; its engine core is a child process
+
     def __exit__(self, *exc):
         if self.proc is None:
             return
@@ -191,6 +199,15 @@ class RayServeServer:
         self.ready_after_s = time.monotonic() - start
         return self
 
+    def frontend_pid(self) -> int:
+        """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""
+        import psutil
+
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if "LLMServer" in " ".join(p.info["cmdline"] or []):
+                return p.info["pid"]
+        raise BenchError("no LLMServer replica process found to profile")
+
     def __exit__(self, *exc):
         teardown.shutdown()
         if teardown.leftovers():
@@ -219,18 +236,56 @@ def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_l
     return {k: result.get(k) for k in FIELDS}
 
 
-def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, outdir: Path) -> list[dict]:
+class Profile:
+    """py-spy samples of the server's frontend process while one level runs, as collapsed stacks."""
+
+    def __init__(self, server, seconds: float, path: Path):
+        self.cmd = ["py-spy", "record", "--pid", str(server.frontend_pid()), "--duration", str(int(seconds)),
+                    "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(path)]
+        self.path = path
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=self.path.with_suffix(".log").open("w"), stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.wait(120)
+
+    def top(self, n: int = 12) -> list[list]:
+        """The functions with the most samples on top of the stack, with their share in %."""
+        own, total = {}, 0
+        for line in self.path.read_text().splitlines() if self.path.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            frame = stack.split(";")[-1]
+            own[frame] = own.get(frame, 0) + int(count)
+            total += int(count)
+        ranked = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+        return [[frame, round(100 * count / total, 1)] for frame, count in ranked]
+
+
+def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, outdir: Path,
+          profile_levels: list[int], profile_s: float, logdir: Path) -> list[dict]:
     runs = []
     for c in levels:
         prompts = max(sizes["min_prompts"], sizes["prompts_per_concurrency"] * c)
-        r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
+        profile = contextlib.nullcontext()
+        if c in profile_levels:
+            profile = Profile(server, profile_s, logdir / f"profile-{model}-{server.name}-{server_config(server)}-c{c}.txt")
+        with profile:
+            r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
+        if c in profile_levels:
+            r["profile_top"] = profile.top()
         print(f"{model} {server.name} {getattr(server, 'config', '-')} c={c}: {r['output_throughput']:.0f} tok/s, "
               f"TTFT {r['median_ttft_ms']:.1f} ms, TPOT {r['median_tpot_ms']:.2f} ms, failed {r['failed']}", flush=True)
         if r["failed"]:
             raise BenchError(f"{r['failed']} of {prompts} requests failed against {server.name} at concurrency {c}")
-        runs.append(dict(model=model, server=server.name, config=getattr(server, "config", "vllm"),
+        runs.append(dict(model=model, server=server.name, config=server_config(server),
                          concurrency=c, prompts=prompts, **r))
     return runs
+
+
+def server_config(server) -> str:
+    return getattr(server, "config", "vllm")
 
 
 def benchmark(args) -> dict:
@@ -249,8 +304,9 @@ def benchmark(args) -> dict:
                            for c in args.ray_configs]
             for server in candidates:
                 with server:
-                    runs += sweep(server, name, model_dir, levels, sizes, tmp)
-                servers.append(dict(model=name, server=server.name, config=getattr(server, "config", "vllm"),
+                    runs += sweep(server, name, model_dir, levels, sizes, tmp, args.profile, args.profile_s,
+                                  args.logdir)
+                servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
                                     engine=engine_line(server.log) if server.name == "vllm" else ""))
     found = gpus.detect()
@@ -285,6 +341,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--servers", nargs="+", choices=["vllm", "ray-serve"], default=["vllm", "ray-serve"])
     p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
     p.add_argument("--concurrency", nargs="+", type=int)
+    p.add_argument("--profile", nargs="*", type=int, default=[], help="concurrency levels to profile with py-spy")
+    p.add_argument("--profile-s", type=float, default=8, help="seconds of py-spy sampling per profiled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
     p.add_argument("--out", type=Path, help="results JSON (default ci/results/bench-h100.json, or bench-cpu.json)")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")
