@@ -48,8 +48,7 @@ RAY_CONFIGS = {
         "RAY_SERVE_HAPROXY_MAXCONN": "4096",
     },
 }
-# The same without RAY_SERVE_THROUGHPUT_OPTIMIZED: separates its effect from direct streaming's.
-RAY_CONFIGS["direct"] = {k: v for k, v in RAY_CONFIGS["tuned"].items() if k != "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+
 FIELDS = ("output_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
           "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "completed", "failed", "duration")
 
@@ -275,7 +274,7 @@ def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, ou
             r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
         if c in profile_levels:
             r["profile_top"] = profile.top()
-        print(f"{model} {server.name} {getattr(server, 'config', '-')} c={c}: {r['output_throughput']:.0f} tok/s, "
+        print(f"{model} {server.name} {server_config(server)} c={c}: {r['output_throughput']:.0f} tok/s, "
               f"TTFT {r['median_ttft_ms']:.1f} ms, TPOT {r['median_tpot_ms']:.2f} ms, failed {r['failed']}", flush=True)
         if r["failed"]:
             raise BenchError(f"{r['failed']} of {prompts} requests failed against {server.name} at concurrency {c}")
@@ -308,7 +307,7 @@ def benchmark(args) -> dict:
                                   args.logdir)
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
-                                    engine=engine_line(server.log) if server.name == "vllm" else ""))
+                                    engine=engine_line(server.log)))
     found = gpus.detect()
     return {
         "device": f"{found[0][0]} x{len(found)}" if found else f"CPU ({os.cpu_count()} cores)",

@@ -14,9 +14,6 @@ export_var() {  # NAME VALUE: for this shell and, on Actions, for later steps
 
 if [ -n "${WHEELHOUSE_PARTS:-}" ]; then
   python3 ci/wheelhouse.py install --parts "$WHEELHOUSE_PARTS" --target "$PWD/.gpu-site"
-  # pip --target writes no bytecode; compile it once here rather than in each of the dozen
-  # Ray and vLLM processes a deployment starts.
-  python3 -m compileall -q -j 0 "$PWD/.gpu-site" > /dev/null || true
   export_var PYTHONPATH "$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
   export_var PATH "$PWD/.gpu-site/bin:$PATH"
 else
