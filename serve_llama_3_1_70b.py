@@ -20,6 +20,9 @@ config = dict(
     deployment_config=dict(
         autoscaling_config=dict(min_replicas=1, max_replicas=4),
     ),
+    # Export vLLM's engine metrics (time to first token, KV cache use, token counts) through
+    # Ray's Prometheus endpoint, for the Serve LLM Grafana dashboard.
+    log_engine_metrics=True,
     # The engine needs the token to download gated weights; pass it only when it is set.
     runtime_env=dict(env_vars={"HF_TOKEN": hf_token} if hf_token else {}),
     engine_kwargs=dict(

@@ -28,9 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from model_dirs import checkpoint  # noqa: E402
-from tutorial import gpus, teardown  # noqa: E402
+from serve_deployment import DeploymentError, ServeDeployment, tail  # noqa: E402
+from tutorial import gpus  # noqa: E402
 from tutorial.profiles import PROFILES  # noqa: E402
-from tutorial.ready import MODEL_ID, _http, _models_ready, wait_until_ready  # noqa: E402
+from tutorial.ready import MODEL_ID, _http, _models_ready  # noqa: E402
 
 MODELS = {"smollm2": "smollm2-135m", "8b": "tests/data/llama-3.1-8b-vocab49152.json"}
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
@@ -80,11 +81,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
-    return "\n".join(text[-lines:])
 
 
 def engine_line(path: Path) -> str:
@@ -156,47 +152,14 @@ def _group_alive(group: int) -> bool:
         return False
 
 
-class RayServeServer:
+class RayServeServer(ServeDeployment):
     name = "ray-serve"
-    port = teardown.PORT
 
     def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float):
         self.config = config
-        self.env = dict(os.environ, **RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
-                        BENCH_ENGINE_KWARGS=json.dumps(kwargs), RAY_AUTH_MODE="token")
-        self.log = logdir / f"ray-serve-{config}.log"
-        self.ready_s = ready_s
-
-    def _run(self, cmd: list[str], timeout: float) -> None:
-        print("$", " ".join(cmd), flush=True)
-        with self.log.open("a") as log:
-            try:
-                rc = subprocess.run(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-        if rc != 0:
-            raise BenchError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
-
-    def __enter__(self):
-        if teardown.leftovers():
-            raise BenchError(f"something already runs here: {teardown.leftovers()}")
-        start = time.monotonic()
-        cpus = str(max(os.cpu_count() or 1, 4))  # the engine and the ingress each need a logical CPU
-        try:
-            self._run(["ray", "get-auth-token", "--generate"], 120)
-            self._run(["ray", "start", "--head", "--num-cpus", cpus, "--disable-usage-stats"], 300)
-            # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
-            self._run(["serve", "run", "--app-dir", str(ROOT / "ci"), "bench_app:app", "--non-blocking"],
-                      self.ready_s)
-            wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
-        except RuntimeError as e:  # BenchError too
-            self.__exit__()
-            raise BenchError(f"Ray Serve ({self.config}) not ready: {e}") from e
-        except BaseException:
-            self.__exit__()
-            raise
-        self.ready_after_s = time.monotonic() - start
-        return self
+        env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
+                   BENCH_ENGINE_KWARGS=json.dumps(kwargs))
+        super().__init__("bench_app:app", ROOT / "ci", env, logdir / f"ray-serve-{config}.log", ready_s)
 
     def frontend_pid(self) -> int:
         """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""
@@ -206,11 +169,6 @@ class RayServeServer:
             if "LLMServer" in " ".join(p.info["cmdline"] or []):
                 return p.info["pid"]
         raise BenchError("no LLMServer replica process found to profile")
-
-    def __exit__(self, *exc):
-        teardown.shutdown()
-        if teardown.leftovers():
-            raise BenchError(f"teardown left {teardown.leftovers()}")
 
 
 def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_len: int, output_len: int,
@@ -356,7 +314,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         result = benchmark(args)
-    except (BenchError, urllib.error.URLError, OSError) as e:
+    except (BenchError, DeploymentError, urllib.error.URLError, OSError) as e:
         print(f"bench: FAILED: {e}", file=sys.stderr)
         return 1
     if args.merge and args.out.exists():

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/cpu_env.sh
+bash ci/prometheus.sh  # the monitoring test scrapes Ray with a real Prometheus server
 python -m pytest tests notebook.ipynb --nbmake --nbmake-timeout="$CELL_TIMEOUT_S" -v "$@"

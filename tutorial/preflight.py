@@ -24,7 +24,7 @@ PLANNER_MODELS = {
     "unsloth/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
 }
-PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node"}
+PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node", 8080: "Ray's metrics endpoint"}
 
 
 @dataclass

