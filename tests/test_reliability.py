@@ -83,7 +83,7 @@ def prometheus(server, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server, prometheus):
+def client(server, prometheus):  # Prometheus scrapes from the first request on
     with httpx.Client(timeout=120) as c:
         yield c
 
