@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from model_dirs import checkpoint  # noqa: E402
 from serve_deployment import DeploymentError, ServeDeployment, tail  # noqa: E402
-from tutorial import gpus  # noqa: E402
+from tutorial import gpus, teardown  # noqa: E402
 from tutorial.profiles import PROFILES  # noqa: E402
 from tutorial.ready import MODEL_ID, _http, _models_ready  # noqa: E402
 
@@ -77,12 +76,6 @@ def cli_flags(kwargs: dict) -> list[str]:
     return flags
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def engine_line(path: Path) -> str:
     """vLLM's one-line summary of the engine config, to show both servers ran the same engine."""
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
@@ -104,7 +97,7 @@ class VllmServer:
         self.proc = None
 
     def __enter__(self):
-        if port_open(VLLM_PORT):
+        if teardown.port_open(VLLM_PORT):
             raise BenchError(f"port {VLLM_PORT} is already taken; stop what listens there first")
         print("$", " ".join(self.cmd), flush=True)
         # Its own session, so stopping it also stops the engine process it forks.
@@ -140,7 +133,7 @@ class VllmServer:
             while _group_alive(group) and time.monotonic() < deadline:
                 self.proc.poll()  # reap the server so its group can empty
                 time.sleep(1)
-        if _group_alive(group) or port_open(VLLM_PORT):
+        if _group_alive(group) or teardown.port_open(VLLM_PORT):
             raise BenchError(f"vllm serve left processes or port {VLLM_PORT} behind")
 
 

@@ -79,4 +79,4 @@ def test_reduced_sweep_on_cpu_answers_every_request_and_leaves_nothing(tmp_path)
     assert all(r["failed"] == 0 and r["output_throughput"] > 0 for r in result["runs"])
     assert out.with_suffix(".png").exists()
     assert teardown.leftovers() == []
-    assert not bench.port_open(bench.VLLM_PORT)
+    assert not teardown.port_open(bench.VLLM_PORT)

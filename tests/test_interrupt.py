@@ -21,8 +21,8 @@ def code_cells() -> list[str]:
     return [c.source for c in nbformat.read(ROOT / "notebook.ipynb", 4).cells if c.cell_type == "code"]
 
 
-def cell(marker: str) -> int:
-    (index,) = [i for i, source in enumerate(code_cells()) if marker in source]
+def cell(cells: list[str], marker: str) -> int:
+    (index,) = [i for i, source in enumerate(cells) if marker in source]
     return index
 
 
@@ -38,7 +38,8 @@ def test_interrupted_launch_still_shuts_down_cleanly():
     assert teardown.leftovers() == []
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT), env={**os.environ, "LLM_PROFILE": "cpu"})
     try:
-        cells, launch = code_cells(), cell("serve run serve_llama_3_1_70b:app")
+        cells = code_cells()
+        launch = cell(cells, "serve run serve_llama_3_1_70b:app")
         for source in cells[:launch]:  # as a reader would: every cell before the launch, in order
             status, text = run(kc, source, 300)
             assert status == "ok", text[-2000:]
@@ -53,7 +54,7 @@ def test_interrupted_launch_still_shuts_down_cleanly():
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         assert reply["content"]["status"] == "error"  # KeyboardInterrupt: the launch did not finish
-        status, text = run(kc, cells[cell("serve shutdown -y")], 300)
+        status, text = run(kc, cells[cell(cells, "serve shutdown -y")], 300)
         assert status == "ok", text[-2000:]
         # The interrupt must not have reached Ray's daemons: serve shutdown got its answer.
         assert "gave up" not in text, text[-2000:]

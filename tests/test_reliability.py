@@ -264,8 +264,9 @@ def pids(*marks: str) -> list[int]:
             if all(m in " ".join(p.info["cmdline"] or []) for m in marks)]
 
 
+REPLICA = ("ServeReplica", "LLMServer")
 FAULTS = {  # what is killed -> how to find its process
-    "the LLMServer replica process": ("ServeReplica", "LLMServer"),
+    "the LLMServer replica process": REPLICA,
     "the vLLM engine process (EngineCore) inside the replica": ("VLLM::EngineCore",),
 }
 
@@ -273,7 +274,7 @@ FAULTS = {  # what is killed -> how to find its process
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_killed_engine_is_replaced_and_serves_again(client, fault):
     (victim,) = pids(*FAULTS[fault])
-    (replica,) = pids(*FAULTS["the LLMServer replica process"])
+    (replica,) = pids(*REPLICA)
     stop = False
 
     async def traffic() -> list[dict]:  # four clients keep sending while the engine dies
@@ -302,7 +303,7 @@ def test_a_killed_engine_is_replaced_and_serves_again(client, fault):
         return await task, killed_at, recovered_at
 
     during, killed_at, recovered_at = asyncio.run(scenario())
-    new_replicas = pids(*FAULTS["the LLMServer replica process"])
+    new_replicas = pids(*REPLICA)
     after = [answers(client) for _ in range(5)]
     RESULTS.setdefault("faults", []).append({
         "fault": f"SIGKILL of {fault} under load", "replica_replaced": replica not in new_replicas,

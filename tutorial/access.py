@@ -1,10 +1,10 @@
 """Who can reach the endpoint: where it listens, and an optional API key.
 
 Ray Serve's HTTP proxy listens on 127.0.0.1 unless RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0 is in
-the environment of `serve run`, and it checks no key. Serve calls `middlewares` when its proxy starts (the
-notebook points RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at it): with SERVE_API_KEY set in the
-environment of `ray start`, every request must carry `Authorization: Bearer <that key>` or gets
-401; unset, nothing changes. The key is never logged or echoed.
+the environment of `serve run`, and it checks no key. Serve calls `middlewares` when its proxy
+starts (the notebook points RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at it): with SERVE_API_KEY
+set in the environment of `ray start`, every request must carry `Authorization: Bearer <that
+key>` or gets 401; unset, nothing changes. The key is never logged or echoed.
 """
 
 import hmac
