@@ -18,7 +18,19 @@ config = dict(
     # Ray places the engine only on nodes with this GPU type: it must match your node.
     accelerator_type="A100-40G",
     deployment_config=dict(
-        autoscaling_config=dict(min_replicas=1, max_replicas=4),
+        # Requests Serve sends one replica at once. Its KV cache holds 13 requests of the full
+        # 32768 tokens and 53 of 8192 (python capacity.py); most requests are far shorter.
+        max_ongoing_requests=48,
+        autoscaling_config=dict(
+            min_replicas=1,
+            max_replicas=4,
+            # Add a replica at half of that: a new one needs minutes to load its weights.
+            target_ongoing_requests=24,
+            # Scale out soon after the load rises, and in only after 10 quiet minutes, so a
+            # replica that took minutes to start is not dropped in a short lull.
+            upscale_delay_s=15,
+            downscale_delay_s=600,
+        ),
     ),
     # Export vLLM's engine metrics (time to first token, KV cache use, token counts) through
     # Ray's Prometheus endpoint, for the Serve LLM Grafana dashboard.
@@ -32,8 +44,9 @@ config = dict(
     ),
 )
 
-# LLM_PROFILE=cpu or gpu runs this same file on a 135M model on a CPU or on one GPU
-# (tutorial/profiles.py); unset, the config above is deployed unchanged.
+# LLM_PROFILE runs this same file on the machine at hand: a 135M model on a CPU or a GPU, or
+# the 70B's shape with random weights on this node's GPUs (tutorial/profiles.py). Unset, the
+# config above is deployed unchanged.
 llm_config = LLMConfig(**apply_profile(config, os.environ.get("LLM_PROFILE")))
 
 app = build_openai_app({"llm_configs": [llm_config]})

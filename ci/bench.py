@@ -33,6 +33,8 @@ from tutorial.profiles import PROFILES  # noqa: E402
 from tutorial.ready import MODEL_ID, _http, _models_ready  # noqa: E402
 
 MODELS = {"smollm2": "smollm2-135m", "8b": "tests/data/llama-3.1-8b-vocab49152.json"}
+# Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
+REHEARSALS = {"70b-fp8": "rehearsal-fp8"}
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
 # Ray config name -> environment for `ray start` (its processes inherit it). "default" is the
 # tutorial as written; "tuned" is Ray's high-throughput mode: HAProxy in front, gRPC between
@@ -247,10 +249,15 @@ def benchmark(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name in args.models:
-            model_dir, load_format = checkpoint(MODELS[name], tmp)
-            kwargs = engine_kwargs(profile, load_format)
+            run_profile = REHEARSALS.get(name, profile)
+            if name in REHEARSALS:
+                rehearsal = PROFILES[run_profile]()
+                model_dir, kwargs = rehearsal["model_source"], dict(rehearsal["engine_kwargs"])
+            else:
+                model_dir, load_format = checkpoint(MODELS[name], tmp)
+                kwargs = engine_kwargs(profile, load_format)
             candidates = ([VllmServer(model_dir, kwargs, args.logdir, args.ready_s)] if "vllm" in args.servers else [])
-            candidates += [RayServeServer(c, model_dir, kwargs, profile, args.logdir, args.ready_s)
+            candidates += [RayServeServer(c, model_dir, kwargs, run_profile, args.logdir, args.ready_s)
                            for c in args.ray_configs]
             for server in candidates:
                 with server:
@@ -287,7 +294,7 @@ def merge(old: dict, new: dict) -> dict:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="reduced sweep on CPU with the small model")
-    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None)
+    p.add_argument("--models", nargs="+", choices=sorted({*MODELS, *REHEARSALS}), default=None)
     p.add_argument("--servers", nargs="+", choices=["vllm", "ray-serve"], default=["vllm", "ray-serve"])
     p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
     p.add_argument("--concurrency", nargs="+", type=int)

