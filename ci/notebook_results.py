@@ -24,6 +24,15 @@ ENGINE_LINES = re.compile(r"GPU KV cache size|Maximum concurrency for|Loading we
                           r"torch\.compile takes|Graph capturing finished|init engine \(profile|Available KV cache memory")
 
 
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def redact(path: Path) -> None:
+    """Replace 64-hex-digit strings in the executed notebook (a compile cache's hash in a log
+    tail looks exactly like Ray's cluster token, and the token must never be published)."""
+    path.write_text(HEX64.sub("<64 hex digits redacted>", path.read_text()))
+
+
 def notebook_sha256(nb) -> str:
     """sha256 of the code-cell sources, each followed by a newline, in order: what a run covers."""
     return hashlib.sha256("".join(c.source + "\n" for c in nb.cells if c.cell_type == "code").encode()).hexdigest()
@@ -105,6 +114,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--answer", type=Path, default=Path("/tmp/chat_answer.json"))
     args = parser.parse_args(argv)
     result = summarise(nbformat.read(args.notebook, as_version=4), args.rc, args.answer)
+    redact(args.notebook)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

