@@ -29,8 +29,8 @@ CASES = [
     ("tests/data/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
 ]
 TP2_CASES = [
-    ("models/llama-3.1-70b.json", 8192, True, 2, "bf16"),
-    ("models/llama-3.1-70b.json", 32768, True, 2, "fp8"),
+    ("tests/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
+    ("tests/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
 FP8 = {"quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}}
 ENGINE = """

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 # Wheels the notebook never imports on one GPU, or that the runner image already holds:
-# KV-transfer and kernel add-ons, CUDA compilers, video codecs (shared/FACTS.md).
+# KV-transfer and kernel add-ons, CUDA compilers, video codecs; resolved and run without them.
 SKIP = {
     "nixl", "nixl-cu12", "nixl-cu13", "tilelang", "z3-solver", "torchcodec", "pynvvideocodec",
     "humming-kernels", "nvidia-cuda-nvcc", "nvidia-cuda-nvdisasm", "nvidia-nvvm", "nvidia-cuda-crt", "nvidia-nvdisasm",

@@ -19,6 +19,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "ci"))
+from autoscaling_plot import plot  # noqa: E402
 from serve_deployment import ServeDeployment  # noqa: E402
 
 from tutorial import autoscaling  # noqa: E402
@@ -124,12 +125,14 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
         load, timeline, t0 = Load(), [], time.monotonic()
         assert wait_for(1, 30, load, timeline, t0) is not None
 
+        load_start_s = round(time.monotonic() - t0, 1)
         stops = load.start(CLIENTS)
         scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
         assert scale_up_s is not None, f"no second replica within {SCALE_UP_S} s: {timeline[-5:]}"
         hold(30, load, timeline, t0)  # 30 s more on two replicas, so the new one serves
         for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
             stop.set()
+        load_stop_s = round(time.monotonic() - t0, 1)
         scale_down_s = wait_for(1, SCALE_DOWN_S, load, timeline, t0)
         assert scale_down_s is not None, f"still {replicas_now()} replicas {SCALE_DOWN_S} s after the load: {timeline[-5:]}"
         stops[0].set()
@@ -148,13 +151,14 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
         "load": {"clients": CLIENTS, "max_tokens": 32, "requests": load.done + len(load.failed) + len(load.broken),
                  "failed": len(load.failed), "broken_streams": len(load.broken),
                  "what_clients_saw": (load.failed + load.broken)[:10]},
-        "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
+        "load_start_s": load_start_s, "load_stop_s": load_stop_s, "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
         "max_replicas_seen": max(n for _, n, _ in timeline), "final_replicas": timeline[-1][1],
         "requests_per_replica": per_replica, "timeline": timeline,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))
     if pytestconfig.getoption("record"):
         RESULTS_FILE.write_text(json.dumps(result, indent=1) + "\n")
+        plot(result, RESULTS_FILE.with_suffix(".png"))
     assert load.failed == [] and load.broken == [], result["load"]
     assert result["max_replicas_seen"] == 2 and result["final_replicas"] == 1
     assert len([n for n in per_replica.values() if n > 0]) >= 2, per_replica  # both replicas served

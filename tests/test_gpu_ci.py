@@ -93,6 +93,15 @@ def test_h100_results_file():
     assert 0 < result["first_token_s"] < result["time_to_ready_s"]
 
 
+@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2"])
+def test_gpu_results_say_which_notebook_they_cover(name):
+    import nbformat
+
+    result = json.loads((ROOT / f"ci/results/{name}.json").read_text())
+    executed = nbformat.read(ROOT / f"ci/results/{name}.ipynb", as_version=4)
+    assert result["notebook_sha256"] == notebook_results.notebook_sha256(executed)
+
+
 def test_results_are_recomputed_from_the_executed_notebook():
     import nbformat
 

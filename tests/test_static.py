@@ -64,6 +64,15 @@ def test_account_cells_skip_execution():
         assert "HF_TOKEN=" not in c.source or '"$HF_TOKEN"' in c.source
 
 
+def test_kubernetes_cells_skip_execution():
+    # No cluster runs in the tests: tests/test_published_files.py checks the manifest offline.
+    cells = [c for c in CODE if "kubectl" in c.source or "helm " in c.source]
+    assert len(cells) == 4
+    for c in cells:
+        assert "skip-execution" in c.metadata.get("tags", []), c.source
+    assert any("rayservice.yaml" in c.source for c in cells)
+
+
 # Imports the module three ways and reports the configs. build_openai_app is replaced by a
 # recorder: the real one connects to (or starts) a Ray cluster, which a static test must not.
 DUMP = r"""
@@ -224,3 +233,21 @@ def test_rehearsal_figures_in_the_notebook_are_the_results():
         row = f"{case['vllm_kv_tokens']:,} tokens ({case['vllm_max_concurrency']:g}x) | {case['planner_kv_tokens']:,} | {case['error_pct']:+.2f}%"
         assert row in text, row
     assert tp2["notebook_sha256"] == NOTEBOOK_SHA256 or "earlier revision" in text
+
+
+def test_autoscaling_figures_in_the_notebook_are_the_results():
+    r = json.loads((ROOT / "ci" / "results" / "autoscaling-cpu.json").read_text())
+    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
+    assert f"serving {r['scale_up_s']} s after the load began" in text
+    assert f"back to one replica {r['scale_down_s']} s after the load dropped" in text
+    assert f"All {r['load']['requests']} requests completed: {r['load']['failed']} failed" in text
+    assert r["load"]["failed"] == r["load"]["broken_streams"] == 0
+    assert r["max_replicas_seen"] == 2 and r["final_replicas"] == 1
+
+
+def test_autoscaling_plot_is_regenerated_from_its_results(tmp_path):
+    sys.path.insert(0, str(ROOT / "ci"))
+    from autoscaling_plot import plot
+
+    plot(json.loads((ROOT / "ci" / "results" / "autoscaling-cpu.json").read_text()), tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == (ROOT / "ci" / "results" / "autoscaling-cpu.png").read_bytes()

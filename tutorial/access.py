@@ -30,13 +30,14 @@ class RequireApiKey:
 
     def __init__(self, app, key: str):
         self.app = app
-        self.expected = f"Bearer {key}".encode()
+        self.key = key.encode()
 
     async def __call__(self, scope, receive, send):
         # Serve's own health routes (/-/healthz, /-/routes) stay open for load balancers.
         if scope["type"] == "http" and not scope["path"].startswith("/-/"):
-            sent = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(sent, self.expected):  # constant time: no timing hints
+            scheme, _, sent = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            # The scheme is case-insensitive (RFC 9110); the key is compared in constant time.
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(sent.strip(), self.key):
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": _UNAUTHORIZED})
