@@ -52,11 +52,10 @@ def log_figures(log: str) -> tuple[int, float] | None:
 def compare(model: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
             vllm_tokens: int, vllm_conc: float, source: str) -> dict:
     """One case: vLLM's figures beside the planner's for the same inputs."""
-    config = model  # a shape ran with the small tokenizer's vocabulary: plan with the config vLLM had
-    if model not in capacity.MODELS:
-        config = str(shape_checkpoint(ROOT / model, Path(tempfile.mkdtemp()) / "shape") / "config.json")
-    p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
-                      weight_dtype=weights)
+    with tempfile.TemporaryDirectory() as tmp:  # plan with the config.json vLLM loaded
+        config = model if model in capacity.MODELS else str(shape_checkpoint(ROOT / model, Path(tmp)) / "config.json")
+        p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
+                          weight_dtype=weights)
     return {
         "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": tp, "weight_dtype": weights,
         "max_model_len": max_model_len, "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,

@@ -93,8 +93,29 @@ class Dumper(yaml.SafeDumper):
 Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
+# One-line reasons, written above the first line that starts with the key (YAML dumpers drop comments).
+REASONS = {
+    "  serveConfigV2:": "serve_config.yaml's application, verbatim: one source for the Serve config.",
+    "    rayVersion:": "The Ray of the pinned GPU stack (requirements-gpu.txt), as in the image below.",
+    "    enableInTreeAutoscaling:": "Ray's autoscaler adds a worker pod when Serve adds a replica with nowhere to run.",
+    "        num-gpus:": "The head runs Ray's control processes and Serve's proxy, never an engine.",
+    "            env:": "HF_TOKEN from the Secret hf-token: the engine needs it to download the gated weights.",
+    "      minReplicas:": "One pod per replica: min_replicas and max_replicas of the deployment.",
+    "          nodeSelector:": "Only nodes with the GPU the config's accelerator_type names.",
+    "                nvidia.com/gpu:": "tensor_parallel_size x pipeline_parallel_size GPUs: one replica per pod.",
+    "            volumeMounts:": "NCCL moves tensors through /dev/shm; a container's default 64 MiB is too small.",
+}
+
+
 def render() -> str:
-    return HEADER + yaml.dump(manifest(), Dumper=Dumper, sort_keys=False, width=120)
+    out, done = [], set()
+    for line in yaml.dump(manifest(), Dumper=Dumper, sort_keys=False, width=120).splitlines():
+        key = next((k for k in REASONS if line.startswith(k) and k not in done), None)
+        if key:
+            done.add(key)
+            out.append(" " * (len(line) - len(line.lstrip())) + "# " + REASONS[key])
+        out.append(line)
+    return HEADER + "\n".join(out) + "\n"
 
 
 def main(argv: list[str]) -> int:
