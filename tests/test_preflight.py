@@ -113,3 +113,23 @@ def test_parallelism_the_model_cannot_split():
 def test_too_small_a_node_is_offered_what_fits():
     problems = check(config(tensor_parallel_size=2, accelerator="H100"), node(gpus=[H100] * 2))
     assert len(problems) == 1 and "What fits: max_model_len 30720 fits; fp8 weights fit at 32768." in problems[0], problems
+
+
+def test_a_cluster_counts_gpus_on_every_node_not_the_local_ones():
+    from tutorial.preflight import Node
+
+    head = Node("10.0.0.1 (head)", 0, set())  # the usual layout: a head without GPUs
+    workers = [Node(f"10.0.0.{i}", 8, {"A100", "A100-40G"}) for i in (2, 3)]
+    cfg = config(deployment={"autoscaling_config": {"min_replicas": 2, "max_replicas": 4}})
+    assert check(cfg, node(gpus=[], cluster=[head, *workers])) == []
+    assert "2 replica(s) would stay PENDING" in pending_replicas(cfg, node(gpus=[], cluster=[head, *workers]))
+
+
+def test_a_node_that_did_not_join_or_has_other_gpus_is_named():
+    from tutorial.preflight import Node
+
+    head, worker = Node("10.0.0.1 (head)", 0, set()), Node("10.0.0.2", 8, {"A100", "A100-80G"})
+    problems = check(config(), node(gpus=[A100_40] * 8, cluster=[head, worker]))  # local GPUs do not count
+    assert len(problems) == 1 and "the Ray cluster's 2 node(s) have 0" in problems[0], problems
+    assert "10.0.0.1 (head): no GPU; 10.0.0.2: 8 x A100/A100-80G" in problems[0]
+    assert "ray start --address" in problems[0]

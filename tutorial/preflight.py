@@ -28,13 +28,41 @@ PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node", 8080: "Ray'
 
 
 @dataclass
+class Node:
+    """A node of a running Ray cluster, as Ray's scheduler sees it."""
+    address: str
+    gpus: int
+    gpu_types: set[str]  # Ray's accelerator_type labels, e.g. {"A100", "A100-40G"}
+
+
+@dataclass
 class Machine:
     gpus: list[tuple[str, int]] = field(default_factory=list)  # (name, memory MiB) per GPU
+    # The Ray cluster this machine is part of; None when none runs, and then the local GPUs count.
+    cluster: list[Node] | None = None
     disk_free_bytes: int = 0  # where downloaded weights go
     mem_available_bytes: int = 0
     mem_total_bytes: int = 0
     hf_token_set: bool = False
     busy_ports: list[int] = field(default_factory=list)
+
+
+def cluster_problems(cfg, cluster: list[Node], gpus_per_replica: int) -> list[str]:
+    """The cluster's GPUs of the configured type against what min_replicas replicas need; the
+    message names every node and what it has, so a node that never joined, or joined with
+    another GPU type, shows."""
+    auto = (getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}
+    replicas = auto.get("min_replicas", 1) or 1
+    have = sum(n.gpus for n in cluster if cfg.accelerator_type in n.gpu_types)
+    if have >= gpus_per_replica * replicas:
+        return []
+    nodes = "; ".join(
+        f"{n.address}: " + (f"{n.gpus} x {'/'.join(sorted(n.gpu_types)) or 'GPU of no known type'}" if n.gpus else "no GPU")
+        for n in cluster)
+    return [f"GPUs: the config needs {gpus_per_replica * replicas} x {cfg.accelerator_type} (tensor_parallel_size x "
+            f"pipeline_parallel_size x min_replicas {replicas}); the Ray cluster's {len(cluster)} node(s) have {have} "
+            f"({nodes}). Start the missing worker nodes with `ray start --address=<head>:6379` on machines with "
+            f"{cfg.accelerator_type} GPUs, or change accelerator_type."]
 
 
 def weights_bytes(model_source: str) -> int:
@@ -52,7 +80,9 @@ def check(cfg, machine: Machine) -> list[str]:
     source = cfg.model_loading_config.model_source
     gpus_needed = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
 
-    if cfg.accelerator_type:
+    if cfg.accelerator_type and machine.cluster is not None:
+        problems += cluster_problems(cfg, machine.cluster, gpus_needed)
+    elif cfg.accelerator_type:
         matching = [g for g in machine.gpus if cfg.accelerator_type in ray_gpu_type(*g)]
         if len(matching) < gpus_needed:
             found = ", ".join(sorted({n for n, _ in machine.gpus})) or "no NVIDIA GPU"
@@ -130,7 +160,8 @@ def capacity_problems(cfg) -> list[str]:
     if p.fits:
         return []
     offers = []
-    # The planner has been within 3% of vLLM: keep that margin, in whole 1024-token steps.
+    # A 3% margin, the planner's error in most validated runs (ci/results/capacity-validation.json),
+    # in whole 1024-token steps.
     longest = int(p.kv_cache_tokens * 0.97) // 1024 * 1024
     if longest >= 1024:
         offers.append(f"max_model_len {longest} fits")
@@ -165,11 +196,13 @@ def pending_replicas(cfg, machine: Machine) -> str | None:
     engine = cfg.engine_kwargs or {}
     per_replica = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
     high = ((getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}).get("max_replicas", 1)
-    if not cfg.accelerator_type or high * per_replica <= len(machine.gpus):
+    have = (len(machine.gpus) if machine.cluster is None else
+            sum(n.gpus for n in machine.cluster if cfg.accelerator_type in n.gpu_types))
+    if not cfg.accelerator_type or high * per_replica <= have:
         return None
-    fit = len(machine.gpus) // per_replica
-    return (f"replicas: max_replicas {high} x {per_replica} GPUs needs {high * per_replica} GPUs and this node has "
-            f"{len(machine.gpus)}: under load {high - fit} replica(s) would stay PENDING until nodes with "
+    fit = have // per_replica
+    where = f"this node has {have}" if machine.cluster is None else f"the Ray cluster has {have} of type {cfg.accelerator_type}"
+    return (f"replicas: max_replicas {high} x {per_replica} GPUs needs {high * per_replica} GPUs and {where}: under load {high - fit} replica(s) would stay PENDING until nodes with "
             f"{cfg.accelerator_type} GPUs join the cluster.")
 
 
@@ -183,6 +216,27 @@ def _port_busy(port: int) -> bool:
     return False
 
 
+def cluster_nodes() -> list[Node] | None:
+    """The alive nodes of the Ray cluster running here (RAY_ADDRESS, or a head started on this
+    machine), read from Ray's scheduler; None when no cluster runs. Never starts one."""
+    if not (os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists()):
+        return None
+    import ray
+
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), logging_level="ERROR", log_to_driver=False)
+    except ConnectionError:  # a stale address file: the cluster is gone
+        return None
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+    finally:
+        ray.shutdown()
+    return [Node(address=n["NodeManagerAddress"] + (" (head)" if n["Resources"].get("node:__internal_head__") else ""),
+                 gpus=int(n["Resources"].get("GPU", 0)),
+                 gpu_types={k.split(":", 1)[1] for k in n["Resources"] if k.startswith("accelerator_type:")})
+            for n in nodes]
+
+
 def _meminfo() -> dict[str, int]:
     with open("/proc/meminfo") as f:
         return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in f)}
@@ -192,13 +246,16 @@ def probe() -> Machine:
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     existing = next(p for p in [hf_home, *hf_home.parents] if p.exists())
     mem = _meminfo()
+    cluster = cluster_nodes()
     return Machine(
         gpus=gpus.detect(),
+        cluster=cluster,
         disk_free_bytes=shutil.disk_usage(existing).free,
         mem_available_bytes=mem["MemAvailable"],
         mem_total_bytes=mem["MemTotal"],
         hf_token_set=bool(os.environ.get("HF_TOKEN")) or (hf_home / "token").exists(),
-        busy_ports=[p for p in PORTS if _port_busy(p)],
+        # With a cluster running, its head holds these ports: that is no conflict.
+        busy_ports=[p for p in PORTS if _port_busy(p)] if cluster is None else [],
     )
 
 
@@ -227,6 +284,9 @@ def main() -> int:
           f"max_model_len {engine.get('max_model_len')}")
     print(f"this node:   {len(machine.gpus)} GPU(s) {sorted({n for n, _ in machine.gpus})}, "
           f"{machine.mem_available_bytes / GIB:.0f} GiB RAM available, {machine.disk_free_bytes / GIB:.0f} GiB disk free")
+    if machine.cluster is not None:
+        print(f"Ray cluster: {len(machine.cluster)} node(s): " + "; ".join(
+            f"{n.address} {n.gpus} GPU(s) {'/'.join(sorted(n.gpu_types))}" for n in machine.cluster))
     print(f"HF_TOKEN:    {'set (not shown)' if machine.hf_token_set else 'not set'}")
     problems = check(llm_config, machine)
     if warning := pending_replicas(llm_config, machine):
