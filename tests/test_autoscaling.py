@@ -44,7 +44,6 @@ class Load:
         self.done, self.failed, self.broken = 0, [], []
         self.running = 0
         self.lock = threading.Lock()
-        self.stop_after = {}  # client index -> stop event
 
     def client(self, stop: threading.Event) -> None:
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
@@ -118,8 +117,8 @@ def requests_per_replica() -> dict:
     return counts
 
 
-def test_scales_out_under_load_and_back(tmp_path, pytestconfig):
-    os.environ["RAY_AUTH_MODE"] = "token"  # the dashboard API of the token-protected cluster
+def test_scales_out_under_load_and_back(tmp_path, pytestconfig, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # the dashboard API of the token-protected cluster
     log = tmp_path / "deployment.log"
     # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
     with ServeDeployment("serve_llama_3_1_70b:app", ROOT, {"LLM_PROFILE": PROFILE}, log, ready_s=900,
