@@ -19,7 +19,6 @@ sys.path.insert(0, str(ROOT))
 import capacity  # noqa: E402
 from tutorial import gpus  # noqa: E402
 from model_dirs import checkpoint  # noqa: E402
-from tutorial.profiles import shape_checkpoint  # noqa: E402
 
 # (planner model, max_model_len, enforce_eager, tensor_parallel_size, weight dtype): real weights
 # for SmolLM2, random ones for the shapes. --tp2 runs the 70B's shape over two GPUs.
@@ -32,7 +31,6 @@ TP2_CASES = [
     ("tests/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
     ("tests/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
-FP8 = {"quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}}
 ENGINE = """
 import sys
 from vllm import LLM
@@ -49,13 +47,12 @@ def log_figures(log: str) -> tuple[int, float] | None:
     return (int(tokens.group(1).replace(",", "")), float(conc.group(1))) if tokens and conc else None
 
 
-def compare(model: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
+def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
             vllm_tokens: int, vllm_conc: float, source: str) -> dict:
-    """One case: vLLM's figures beside the planner's for the same inputs."""
-    with tempfile.TemporaryDirectory() as tmp:  # plan with the config.json vLLM loaded
-        config = model if model in capacity.MODELS else str(shape_checkpoint(ROOT / model, Path(tmp)) / "config.json")
-        p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
-                          weight_dtype=weights)
+    """One case: vLLM's figures beside the planner's for the same inputs (`config`: what the
+    planner reads, the config.json vLLM loaded for a shape)."""
+    p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
+                      weight_dtype=weights)
     return {
         "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": tp, "weight_dtype": weights,
         "max_model_len": max_model_len, "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,
@@ -67,18 +64,15 @@ def compare(model: str, gpu: str, max_model_len: int, eager: bool, tp: int, weig
 
 
 def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str, workdir: Path) -> dict:
-    if weights == "fp8" or tp > 1:
-        path = str(shape_checkpoint(ROOT / model, workdir / f"{Path(model).stem}-{weights}", **(FP8 if weights == "fp8" else {})))
-        load_format = "dummy"
-    else:
-        path, load_format = checkpoint(model, workdir)
+    path, load_format = checkpoint(model, workdir, weights)
     out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp)],
                          capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     figures = log_figures(log)
     if out.returncode or not figures:
         sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
-    return compare(model, gpu, max_model_len, eager, tp, weights, *figures, "this script")
+    config = model if model in capacity.MODELS else str(Path(path) / "config.json")
+    return compare(model, config, gpu, max_model_len, eager, tp, weights, *figures, "this script")
 
 
 def main(argv: list[str]) -> int:

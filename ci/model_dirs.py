@@ -7,13 +7,14 @@ the small model's tokenizer and random weights (load_format "dummy"), so no down
 
 from pathlib import Path
 
-from tutorial.profiles import SMALL_MODEL_DIR, shape_checkpoint
+from tutorial.profiles import FP8_CHECKPOINT, SMALL_MODEL_DIR, shape_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def checkpoint(model: str, workdir: Path) -> tuple[str, str]:
-    """A directory vLLM can load for `model`, and its load_format."""
+def checkpoint(model: str, workdir: Path, weights: str = "bf16") -> tuple[str, str]:
+    """A directory vLLM can load for `model`, and its load_format; a shape's weights in bf16 or fp8."""
     if model == "smollm2-135m":
         return str(SMALL_MODEL_DIR), "auto"
-    return str(shape_checkpoint(ROOT / model, workdir / Path(model).stem)), "dummy"
+    overrides = FP8_CHECKPOINT if weights == "fp8" else {}
+    return str(shape_checkpoint(ROOT / model, workdir / f"{Path(model).stem}-{weights}", **overrides)), "dummy"

@@ -6,6 +6,7 @@ the worker pods' limit its max_replicas, and the node selector its accelerator_t
 --check only reports a difference.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"
-RAY_VERSION = "2.58.1"  # the GPU stack this tutorial pins (requirements-gpu.txt)
+# The Ray of the GPU stack this tutorial pins, read from where it is pinned.
+RAY_VERSION = re.search(r"^ray\[[\w,]+\]==(\S+)", (ROOT / "requirements-gpu.txt").read_text(), re.M).group(1)
 IMAGE = f"rayproject/ray-llm:{RAY_VERSION}-py312-cu130"  # Ray's LLM image: Ray, vLLM 0.26 (CUDA 13)
 # The label NVIDIA's GPU feature discovery puts on a node, for each accelerator_type we plan for.
 GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM4-80GB", "H100": "NVIDIA-H100-80GB-HBM3",
@@ -22,7 +24,7 @@ GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM
 HEADER = """\
 # Generated from serve_config.yaml by ci/render_k8s.py; do not edit by hand.
 # The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
-# "Run it on Kubernetes"). Needs a Secret hf-token with key token, and nodes with 8 GPUs.
+# "On Kubernetes with KubeRay"). Needs a Secret hf-token with key token, and nodes with 8 GPUs.
 """
 
 
@@ -35,12 +37,10 @@ def manifest() -> dict:
     def container(name: str) -> dict:
         return {
             "name": name, "image": IMAGE,
-            # The engine needs the token only to download the gated weights; it comes from a Secret.
             "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}],
         }
 
     head = {
-        # num-gpus 0: the head runs Ray's control processes and Serve's proxy, never an engine.
         "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
         "template": {"spec": {"containers": [{
             **container("ray-head"),
@@ -51,19 +51,15 @@ def manifest() -> dict:
     }
     worker = {
         "groupName": "gpu-workers",
-        # One pod holds one replica's GPUs; the autoscaler adds pods as Serve adds replicas.
         "replicas": replicas["min_replicas"], "minReplicas": replicas["min_replicas"],
         "maxReplicas": replicas["max_replicas"],
         "rayStartParams": {},
         "template": {"spec": {
-            # Only nodes with the GPU the config names (Ray also checks accelerator_type).
             "nodeSelector": {"nvidia.com/gpu.product": GPU_PRODUCT[llm["accelerator_type"]]},
             "containers": [{
                 **container("ray-worker"),
                 "resources": {"requests": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)},
                               "limits": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)}},
-                # NCCL passes tensors between the GPUs through shared memory: the container
-                # default of 64 MiB is far too small for tensor parallelism.
                 "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
             }],
             "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
@@ -77,7 +73,6 @@ def manifest() -> dict:
             "serveConfigV2": yaml.safe_dump({"applications": serve["applications"]}, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
-                # Ray's autoscaler starts worker pods for replicas that Serve cannot place.
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": head,
                 "workerGroupSpecs": [worker],
@@ -93,7 +88,8 @@ class Dumper(yaml.SafeDumper):
 Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
-# One-line reasons, written above the first line that starts with the key (YAML dumpers drop comments).
+# The reason for each choice above, written into the YAML above the first line that starts with
+# the key (YAML dumpers drop comments).
 REASONS = {
     "  serveConfigV2:": "serve_config.yaml's application, verbatim: one source for the Serve config.",
     "    rayVersion:": "The Ray of the pinned GPU stack (requirements-gpu.txt), as in the image below.",

@@ -47,12 +47,20 @@ class Machine:
     busy_ports: list[int] = field(default_factory=list)
 
 
+def deployment(cfg) -> dict:
+    """The config's deployment_config, {} when it has none."""
+    return getattr(cfg, "deployment_config", None) or {}
+
+
+def autoscaling(cfg) -> dict:
+    return deployment(cfg).get("autoscaling_config") or {}
+
+
 def cluster_problems(cfg, cluster: list[Node], gpus_per_replica: int) -> list[str]:
     """The cluster's GPUs of the configured type against what min_replicas replicas need; the
     message names every node and what it has, so a node that never joined, or joined with
     another GPU type, shows."""
-    auto = (getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}
-    replicas = auto.get("min_replicas", 1) or 1
+    replicas = autoscaling(cfg).get("min_replicas", 1) or 1
     have = sum(n.gpus for n in cluster if cfg.accelerator_type in n.gpu_types)
     if have >= gpus_per_replica * replicas:
         return []
@@ -94,7 +102,7 @@ def check(cfg, machine: Machine) -> list[str]:
             )
     if cfg.accelerator_type in capacity.GPUS:
         problems += capacity_problems(cfg)
-    problems += scaling_problems(getattr(cfg, "deployment_config", None) or {})
+    problems += scaling_problems(deployment(cfg))
     if Path(source).is_absolute() and not Path(source, "config.json").exists():
         problems.append(f"model: {source} holds no checkpoint; build it with `python -m tutorial.small_model`.")
 
@@ -109,8 +117,7 @@ def check(cfg, machine: Machine) -> list[str]:
         need_mem = (4 + 3 * gpus_needed) * GIB  # Ray, the ingress and one engine process per GPU
     else:  # the CPU engine keeps its KV cache in RAM, beside about 3 GiB of its own, per replica
         kv = engine.get("kv_cache_memory_bytes") or int(engine.get("gpu_memory_utilization", 0.9) * machine.mem_total_bytes)
-        replicas = ((getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}).get("max_replicas", 1)
-        need_mem = 2 * GIB + replicas * (kv + 3 * GIB)
+        need_mem = 2 * GIB + autoscaling(cfg).get("max_replicas", 1) * (kv + 3 * GIB)
     if need_mem > machine.mem_available_bytes:
         problems.append(
             f"memory: the deployment needs about {need_mem / GIB:.0f} GiB of RAM and "
@@ -195,7 +202,7 @@ def pending_replicas(cfg, machine: Machine) -> str | None:
     would wait in PENDING for GPUs that never come (fine on a cluster that adds nodes)."""
     engine = cfg.engine_kwargs or {}
     per_replica = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
-    high = ((getattr(cfg, "deployment_config", None) or {}).get("autoscaling_config") or {}).get("max_replicas", 1)
+    high = autoscaling(cfg).get("max_replicas", 1)
     have = (len(machine.gpus) if machine.cluster is None else
             sum(n.gpus for n in machine.cluster if cfg.accelerator_type in n.gpu_types))
     if not cfg.accelerator_type or high * per_replica <= have:

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_MODEL_DIR = ROOT / ".models" / "SmolLM2-135M-Instruct"
 LLAMA_70B = ROOT / "models" / "llama-3.1-70b.json"
 GIB = 1024**3
+# What marks a checkpoint's weights as fp8 (as in fp8 checkpoints on Hugging Face); activations
+# are quantized on the fly.
+FP8_CHECKPOINT = {"quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}}
 
 
 def shape_checkpoint(config_path: Path, out: Path, **overrides) -> Path:
@@ -98,8 +101,8 @@ def gpu() -> dict:
 
 def rehearsal(weights: str = "bf16") -> dict:
     accelerator_type, count = _node_gpu("rehearsal")
-    fp8 = dict(quantization_config={"quant_method": "fp8", "activation_scheme": "dynamic"}) if weights == "fp8" else {}
-    model = shape_checkpoint(LLAMA_70B, ROOT / ".models" / f"llama-3.1-70b-rehearsal-{weights}", **fp8)
+    model = shape_checkpoint(LLAMA_70B, ROOT / ".models" / f"llama-3.1-70b-rehearsal-{weights}",
+                             **(FP8_CHECKPOINT if weights == "fp8" else {}))
     return dict(
         model_source=str(model),
         accelerator_type=accelerator_type,
