@@ -51,6 +51,7 @@ class Plan:
     pipeline_parallel_size: int
     max_model_len: int
     gpu_memory_utilization: float
+    max_num_batched_tokens: int
     weight_dtype: str
     kv_cache_dtype: str
     replicas: int
@@ -101,13 +102,20 @@ def parameters(c: dict) -> tuple[int, int]:
 def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
          max_model_len: int = 8192, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
          weight_dtype: str = "bf16", kv_cache_dtype: str = "auto", replicas: int = 1,
-         enforce_eager: bool = False) -> Plan:
+         enforce_eager: bool = False, max_num_batched_tokens: int | None = None) -> Plan:
+    """max_num_batched_tokens: the profiling pass's size; None takes `vllm serve`'s default for
+    the GPU, which Ray Serve LLM gets too (vLLM's offline LLM class takes twice that on H100/H200)."""
     name, c = load_model(model)
     if gpu not in GPUS:
         raise PlanError(f"unknown GPU {gpu!r}: one of {', '.join(GPUS)}")
     tp, pp = tensor_parallel_size, pipeline_parallel_size
+    memory = GPUS[gpu] * GIB
+    big_gpu = memory >= 70 * GIB and not gpu.startswith("A100")  # vLLM's API-server defaults by GPU
+    max_num_seqs, server_batched_tokens = (1024, 8192) if big_gpu else (256, 2048)
+    max_batched_tokens = server_batched_tokens if max_num_batched_tokens is None else max_num_batched_tokens
     for label, value in [("tensor-parallel-size", tp), ("pipeline-parallel-size", pp),
-                         ("max-model-len", max_model_len), ("replicas", replicas)]:
+                         ("max-model-len", max_model_len), ("replicas", replicas),
+                         ("max-num-batched-tokens", max_batched_tokens)]:
         if value <= 0:
             raise PlanError(f"--{label} must be positive, got {value}")
     if not 0 < gpu_memory_utilization <= 1:
@@ -117,10 +125,6 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
         raise PlanError(f"--tensor-parallel-size {tp} does not divide the {heads} attention heads")
     if kv_heads % tp and tp % kv_heads:  # vLLM shards KV heads, or replicates them past tp = kv_heads
         raise PlanError(f"--tensor-parallel-size {tp} does not divide the {kv_heads} KV heads (nor do they divide it)")
-
-    memory = GPUS[gpu] * GIB
-    big_gpu = memory >= 70 * GIB and not gpu.startswith("A100")  # vLLM's API-server defaults by GPU
-    max_num_seqs, max_batched_tokens = (1024, 8192) if big_gpu else (256, 2048)
 
     linear, embeddings = parameters(c)
     weight_bytes = linear * (1 if weight_dtype == "fp8" else 2) + embeddings * 2  # embeddings stay 16-bit
@@ -149,7 +153,8 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
     concurrency = round(kv_tokens / max_model_len, 2)
     return Plan(
         model=name, gpu=gpu, tensor_parallel_size=tp, pipeline_parallel_size=pp, max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization, weight_dtype=weight_dtype, kv_cache_dtype=kv_cache_dtype,
+        gpu_memory_utilization=gpu_memory_utilization, max_num_batched_tokens=max_batched_tokens,
+        weight_dtype=weight_dtype, kv_cache_dtype=kv_cache_dtype,
         replicas=replicas, gpus_per_replica=tp * pp, gpu_memory_gib=GPUS[gpu],
         weights_gib_per_gpu=round(weights / GIB, 2), other_gib_per_gpu=round(other / GIB, 2),
         kv_cache_gib_per_gpu=round(max(kv_bytes, 0) / GIB, 2), kv_bytes_per_token_per_gpu=kv_per_token,
@@ -187,6 +192,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, as vLLM's enforce_eager")
+    parser.add_argument("--max-num-batched-tokens", type=int, help="as vLLM's; default: vllm serve's for the GPU")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = vars(parser.parse_args(argv))
     as_json = args.pop("json")

@@ -1,4 +1,4 @@
-"""Plot an autoscaling results file: replicas and requests in flight over time, load marked.
+"""Plot an autoscaling results file: replicas and output tokens per second over time, load marked.
 
   python ci/autoscaling_plot.py ci/results/autoscaling-cpu.json   (writes the .png beside it)
 """
@@ -12,9 +12,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+WINDOW_S = 10  # output tokens per second, averaged over this many seconds of the timeline
+
+
+def tokens_per_s(t: list[float], tokens: list[int]) -> list[float]:
+    """Output tokens per second over the last WINDOW_S seconds at each timeline point."""
+    rates = []
+    for i, now in enumerate(t):
+        j = max((k for k in range(i) if t[k] <= now - WINDOW_S), default=0)
+        rates.append((tokens[i] - tokens[j]) / (now - t[j]) if now > t[j] else 0.0)
+    return rates
+
 
 def plot(result: dict, out: Path) -> None:
-    t, replicas, running = zip(*[point[:3] for point in result["timeline"] if point[1] >= 0])
+    points = [point for point in result["timeline"] if point[1] >= 0]
+    t, replicas = [p[0] for p in points], [p[1] for p in points]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.step(t, replicas, where="post", color="tab:blue", linewidth=2, label="engine replicas running")
     ax.set_ylim(0, result["max_replicas"] + 0.5)
@@ -22,8 +34,9 @@ def plot(result: dict, out: Path) -> None:
     ax.set_xlabel("seconds")
     ax.set_ylabel("replicas")
     right = ax.twinx()
-    right.plot(t, running, color="tab:orange", alpha=0.7, label="requests in flight")
-    right.set_ylabel("requests in flight")
+    right.plot(t, tokens_per_s(t, [p[4] for p in points]), color="tab:orange", alpha=0.8,
+               label=f"output tokens/s ({WINDOW_S} s average)")
+    right.set_ylabel("output tokens per second")
     for x, label in ((result["load_start_s"], "load starts"), (result["load_stop_s"], "load drops to 1 client")):
         ax.axvline(x, color="grey", linestyle="--")
         ax.annotate(label, (x, result["max_replicas"] + 0.25), xytext=(4, 0), textcoords="offset points", fontsize=8)

@@ -31,12 +31,14 @@ TP2_CASES = [
     ("tests/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
     ("tests/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
+# max_num_batched_tokens is passed as `vllm serve` (and so Ray Serve LLM) sets it: the LLM class
+# alone would profile twice as many tokens on an H100 and keep more memory back than a server.
 ENGINE = """
 import sys
 from vllm import LLM
 if __name__ == "__main__":
     LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1",
-        tensor_parallel_size=int(sys.argv[5]))
+        tensor_parallel_size=int(sys.argv[5]), max_num_batched_tokens=int(sys.argv[6]))
 """
 
 
@@ -48,14 +50,15 @@ def log_figures(log: str) -> tuple[int, float] | None:
 
 
 def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
-            vllm_tokens: int, vllm_conc: float, source: str) -> dict:
+            batched_tokens: int, vllm_tokens: int, vllm_conc: float, source: str) -> dict:
     """One case: vLLM's figures beside the planner's for the same inputs (`config`: what the
     planner reads, the config.json vLLM loaded for a shape)."""
     p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
-                      weight_dtype=weights)
+                      weight_dtype=weights, max_num_batched_tokens=batched_tokens)
     return {
         "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": tp, "weight_dtype": weights,
         "max_model_len": max_model_len, "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,
+        "max_num_batched_tokens": batched_tokens,
         "vllm_kv_tokens": vllm_tokens, "planner_kv_tokens": p.kv_cache_tokens,
         "vllm_max_concurrency": vllm_conc, "planner_max_concurrency": p.max_concurrency,
         "error_pct": round(100 * (p.kv_cache_tokens - vllm_tokens) / vllm_tokens, 2),
@@ -65,14 +68,16 @@ def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, 
 
 def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str, workdir: Path) -> dict:
     path, load_format = checkpoint(model, workdir, weights)
-    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp)],
+    config = model if model in capacity.MODELS else str(Path(path) / "config.json")
+    batched = capacity.plan(config, gpu, tensor_parallel_size=tp).max_num_batched_tokens  # the server's
+    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp),
+                          str(batched)],
                          capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     figures = log_figures(log)
     if out.returncode or not figures:
         sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
-    config = model if model in capacity.MODELS else str(Path(path) / "config.json")
-    return compare(model, config, gpu, max_model_len, eager, tp, weights, *figures, "this script")
+    return compare(model, config, gpu, max_model_len, eager, tp, weights, batched, *figures, "this script")
 
 
 def main(argv: list[str]) -> int:

@@ -42,12 +42,12 @@ class Load:
 
     def __init__(self):
         self.done, self.failed, self.broken = 0, [], []
-        self.running = 0
+        self.running, self.tokens = 0, 0
         self.lock = threading.Lock()
 
     def client(self, stop: threading.Event) -> None:
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
-                "max_tokens": MAX_TOKENS, "stream": True}
+                "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
         with httpx.Client(timeout=300) as http:
             while not stop.is_set():
                 with self.lock:
@@ -58,12 +58,18 @@ class Load:
                         outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
                                    else "failed" if r.status_code != 200 else "broken")
                         detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
-                except httpx.HTTPError as e:
+                        # include_usage: the chunk before [DONE] counts the tokens this answer got
+                        last = lines[-2] if len(lines) > 1 else ""
+                        usage = json.loads(last.removeprefix("data: ")).get("usage") if outcome == "ok" and last else None
+                        if outcome == "ok" and not usage:
+                            outcome, detail = "broken", f"no usage before [DONE]: {last[:200]}"
+                except (httpx.HTTPError, ValueError) as e:  # ValueError: a chunk that is not JSON
                     outcome, detail = "broken", repr(e)
                 with self.lock:
                     self.running -= 1
                     if outcome == "ok":
                         self.done += 1
+                        self.tokens += usage["completion_tokens"]
                     else:
                         (self.failed if outcome == "failed" else self.broken).append(detail)
 
@@ -84,9 +90,10 @@ def replicas_now() -> int:
 
 
 def sample(load: Load, timeline: list, t0: float) -> int:
-    """One timeline point: [seconds since t0, replicas running, requests in flight, requests done]."""
+    """One timeline point: [seconds since t0, replicas running, requests in flight, requests done,
+    output tokens of the completed requests]."""
     n = replicas_now()
-    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done])
+    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done, load.tokens])
     return n
 
 
@@ -155,6 +162,7 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig, monkeypatch):
         "max_ongoing_requests": applied["max_ongoing_requests"],
         "upscale_delay_s": applied["upscale_delay_s"], "downscale_delay_s": applied["downscale_delay_s"],
         "load": {"clients": clients, "max_tokens": MAX_TOKENS, "requests": load.done + len(load.failed) + len(load.broken),
+                 "output_tokens": load.tokens,
                  "failed": len(load.failed), "broken_streams": len(load.broken),
                  "what_clients_saw": (load.failed + load.broken)[:10]},
         "load_start_s": load_start_s, "load_stop_s": load_stop_s, "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,

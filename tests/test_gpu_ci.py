@@ -93,7 +93,23 @@ def test_h100_results_file():
     assert 0 < result["first_token_s"] < result["time_to_ready_s"]
 
 
-@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2"])
+def test_tp2_results_file():
+    """The two-GPU rehearsal: the notebook passed, and the file holds the planner cases and the benchmark."""
+    result = json.loads((ROOT / "ci/results/tp2-h200x2.json").read_text())
+    for key in ("date", "gpu_name", "gpu_count", "ray_version", "vllm_version", "notebook_sha256", "notebook", "cases",
+                "bench"):
+        assert key in result, key
+    assert result["notebook"] == {"passed": True, "cells_failed": 0, "time_to_ready_s": result["time_to_ready_s"]}
+    assert result["gpu_count"] == 2 and result["shutdown_verified"] is True
+    assert result["gpu_memory_after_teardown_mib"] == [0, 0]
+    for case in result["cases"]:
+        assert case["tensor_parallel_size"] == 2 and abs(case["error_pct"]) < 3, case
+    assert {r["concurrency"] for r in result["bench"]["runs"]} == {1, 16, 64}
+    assert {r["server"] for r in result["bench"]["runs"]} == {"vllm", "ray-serve"}
+    assert all(r["failed"] == 0 and r["completed"] == r["prompts"] for r in result["bench"]["runs"])
+
+
+@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2"])
 def test_gpu_results_say_which_notebook_they_cover(name):
     import nbformat
 

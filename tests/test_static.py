@@ -226,33 +226,48 @@ def test_no_token_in_committed_outputs():
         assert not pattern.search(text), path  # plots too; a results file's notebook hash is no token
 
 
-def test_rehearsal_figures_in_the_notebook_are_the_results():
-    tp2 = json.loads((ROOT / "ci" / "results" / "tp2-h100x2.json").read_text())
+@pytest.mark.parametrize("name", ["tp2-h100x2", "tp2-h200x2"])
+def test_rehearsal_figures_in_the_notebook_are_the_results(name):
+    tp2 = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
     text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
     for case in tp2["cases"]:
         row = f"{case['vllm_kv_tokens']:,} tokens ({case['vllm_max_concurrency']:g}x) | {case['planner_kv_tokens']:,} | {case['error_pct']:+.2f}%"
         assert row in text, row
 
 
-def test_autoscaling_figures_in_the_notebook_are_the_results():
-    r = json.loads((ROOT / "ci" / "results" / "autoscaling-cpu.json").read_text())
+def test_tp2_benchmark_table_in_the_notebook_is_the_results():
+    sys.path.insert(0, str(ROOT / "ci"))
+    from bench_plot import table
+
+    bench = json.loads((ROOT / "ci" / "results" / "bench-tp2-h200x2.json").read_text())
+    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
+    assert table(bench) in text
+    assert f"all {sum(r['completed'] for r in bench['runs'])} requests completed" in text
+    assert all(r["failed"] == 0 for r in bench["runs"])
+
+
+@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
+def test_autoscaling_figures_in_the_notebook_are_the_results(name):
+    r = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
     text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
     assert f"serving {r['scale_up_s']} s after the load began" in text
     assert f"back to one replica {r['scale_down_s']} s after the load dropped" in text
     assert f"All {r['load']['requests']} requests completed: {r['load']['failed']} failed" in text
+    assert "![Replicas and output tokens per second over time" in text and f"(ci/results/{name}.png)" in text
     assert r["load"]["failed"] == r["load"]["broken_streams"] == 0
     assert r["max_replicas_seen"] == 2 and r["final_replicas"] == 1
 
 
-def test_autoscaling_plot_is_regenerated_from_its_results(tmp_path):
+@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
+def test_autoscaling_plot_is_regenerated_from_its_results(tmp_path, name):
     sys.path.insert(0, str(ROOT / "ci"))
     from autoscaling_plot import plot
 
-    plot(json.loads((ROOT / "ci" / "results" / "autoscaling-cpu.json").read_text()), tmp_path / "a.png")
-    assert (tmp_path / "a.png").read_bytes() == (ROOT / "ci" / "results" / "autoscaling-cpu.png").read_bytes()
+    plot(json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text()), tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == (ROOT / "ci" / "results" / f"{name}.png").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2"])
+@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2"])
 def test_gpu_results_that_cover_an_earlier_notebook_say_so(name):
     result = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
     (line,) = [line for c in NOTEBOOK.cells if c.cell_type == "markdown"
