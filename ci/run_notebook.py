@@ -18,9 +18,9 @@ SKIP_TAG = "skip-execution"
 
 
 def label(source: str) -> str:
-    """A cell's first line of substance: not a cell magic, not the shell's strict-mode line."""
+    """A cell's first line of substance: not %%bash, not the shell's strict-mode line."""
     lines = [line.strip() for line in source.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("%%") and line != "set -euo pipefail"]
+    lines = [line for line in lines if line and line not in ("%%bash", "set -euo pipefail")]
     return (lines[0] if lines else "(empty)")[:72]
 
 

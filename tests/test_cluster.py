@@ -1,22 +1,27 @@
-"""Preflight against a real two-node Ray cluster on this machine: a head without GPUs, the usual
-layout on Kubernetes, and a worker node that joins it with `ray start --address`, declaring two
-GPUs of type H100. Ray schedules by declared resources, so the CPU machine stands in for a GPU
-node; what differs from two hosts is only that both raylets share this host's ports and /tmp/ray.
+"""The tutorial on a real two-node Ray cluster on this machine: a head without GPUs or CPUs for
+work, the usual layout on Kubernetes, and a worker node that joins it with `ray start --address`,
+declaring two GPUs of type H100 and the CPUs. Ray schedules by declared resources, so the CPU
+machine stands in for a GPU node. What differs from two hosts: both raylets share this host's
+network ports (so Serve runs one HTTP proxy, on the head), and the worker keeps its files in a
+directory of its own, as it would on its own disk.
 """
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tutorial import teardown
+from tutorial import metrics, ready, teardown
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, RAY_AUTH_MODE="token")
 ENV.pop("LLM_PROFILE", None)  # the 70B default: 8 x A100-40G
+WORKER_DIR = "/tmp/ray-worker-node"  # the worker's logs, where files on the head cannot show them
 
 
 def ray(*args: str) -> None:
@@ -29,13 +34,15 @@ def cluster():
     assert not teardown.leftovers(), f"something already runs here: {teardown.leftovers()}"
     try:
         ray("get-auth-token", "--generate")
-        ray("start", "--head", "--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats")
+        ray("start", "--head", "--num-cpus", "0", "--num-gpus", "0", "--metrics-export-port", str(metrics.METRICS_PORT),
+            "--disable-usage-stats")
         # A second raylet on the same host needs its own agent port; the rest Ray picks itself.
-        ray("start", "--address", "127.0.0.1:6379", "--num-cpus", "1", "--num-gpus", "2",
+        ray("start", "--address", "127.0.0.1:6379", "--num-cpus", "4", "--num-gpus", "2", "--temp-dir", WORKER_DIR,
             "--resources", json.dumps({"accelerator_type:H100": 1}), "--dashboard-agent-listen-port", "52366")
         yield
     finally:
         teardown.shutdown()
+        shutil.rmtree(WORKER_DIR, ignore_errors=True)
         assert not teardown.leftovers(), teardown.leftovers()
 
 
@@ -56,3 +63,44 @@ def test_preflight_names_the_nodes_when_the_cluster_lacks_the_gpus(cluster):
     assert "needs 8 x A100-40G" in gpu_line and "the Ray cluster's 2 node(s) have 0" in gpu_line, gpu_line
     assert "(head): no GPU" in gpu_line and ": 2 x H100" in gpu_line, gpu_line
     assert "port 6379" not in out.stdout  # the running head's own port is no conflict
+
+
+# Run where the cluster's token mode is set before Ray is imported, as in the notebook's shells.
+WHERE_IT_RUNS = """
+import glob, json, os
+from ray.util.state import list_actors, list_nodes
+from tutorial import metrics, ready
+(worker,) = [n for n in list_nodes(filters=[("state", "=", "ALIVE")]) if not n.is_head_node]
+print(json.dumps({
+    "worker": worker.node_id,
+    "engines": sorted({a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")]) if "LLMServer" in a.class_name}),
+    "local_logs": glob.glob(os.path.join(ready.LOG_DIR, "replica_*LLMServer*")),
+    "tail": ready.log_tail(lines=400),
+    "head_ttft": metrics.scrape([metrics.METRICS_URL]).get(f"{metrics.TTFT}_count", 0),
+    "cluster_ttft": metrics.wait_for_engine_metrics(min_requests=1)[f"{metrics.TTFT}_count"],
+}))
+"""
+
+
+def test_a_replica_on_the_worker_node_answers_and_its_logs_and_metrics_are_found(cluster):
+    env = dict(ENV, LLM_PROFILE="cpu")
+    subprocess.run(["serve", "start", "--proxy-location", "HeadOnly"], env=env, check=True, timeout=120)
+    subprocess.run(["serve", "run", "serve_llama_3_1_70b:app", "--non-blocking"], cwd=ROOT, env=env, check=True,
+                   timeout=900)
+    ready.wait_until_ready(timeout_s=600)
+    status, body = ready._http("POST", f"{ready.BASE_URL}/v1/chat/completions", {
+        "model": ready.MODEL_ID, "messages": [{"role": "user", "content": "What is 2+2? Answer with a number."}],
+        "max_tokens": 8, "temperature": 0})
+    assert status == 200 and "4" in json.loads(body)["choices"][0]["message"]["content"], body
+
+    out = subprocess.run([sys.executable, "-c", WHERE_IT_RUNS], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["engines"] == [seen["worker"]], seen  # the engine replica runs on the worker node
+    # Its log is not among the head's files; Ray's log API finds it on the worker.
+    assert seen["local_logs"] == []
+    (header,) = [line for line in seen["tail"].splitlines() if line.startswith("-----") and "LLMServer" in line]
+    assert "(head)" not in header and "Started vLLM engine" in seen["tail"], seen["tail"][-2000:]
+    # Its metrics are on the worker's endpoint, which the head lists for Prometheus.
+    assert seen["head_ttft"] == 0 and seen["cluster_ttft"] >= 1, seen

@@ -65,13 +65,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
-    """Debian's Prometheus server (ci/prometheus.sh), scraping Ray's metrics endpoint every 5 s."""
+    """Debian's Prometheus server (ci/prometheus.sh), scraping every node Ray lists for service
+    discovery every 5 s, as Ray's docs configure it."""
     binary = ROOT / ".prometheus/usr/bin/prometheus"
     assert binary.exists(), "run: bash ci/prometheus.sh"
     work = tmp_path_factory.mktemp("prometheus")
     (work / "prometheus.yml").write_text(
         "scrape_configs:\n  - job_name: ray\n    scrape_interval: 5s\n    scrape_timeout: 5s\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics.METRICS_PORT}']\n")
+        f"    file_sd_configs:\n      - files: ['{metrics.DISCOVERY_FILE}']\n        refresh_interval: 5s\n")
     log = (work / "prometheus.log").open("w")
     proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
                              f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"], stdout=log, stderr=subprocess.STDOUT)

@@ -1,16 +1,20 @@
 """vLLM's engine metrics as Ray exports them, read from Ray's Prometheus endpoint.
 
 With `log_engine_metrics` on, each engine replica records vLLM's metrics through Ray, and the
-Ray node serves them in Prometheus' text format on its metrics export port (8080 here, fixed by
-`ray start --metrics-export-port 8080`). Ray renames `vllm:x` to `ray_vllm_x`. Ray pushes new
-values to that endpoint every few seconds, so a reader polls until they arrive.
+Ray node it runs on serves them in Prometheus' text format on its metrics export port (8080 on
+the head here, fixed by `ray start --metrics-export-port 8080`). The head lists every node's
+endpoint in a file for Prometheus' file-based service discovery; this reader sums over all of
+them, so it finds a replica on a worker node too. Ray renames `vllm:x` to `ray_vllm_x` and pushes
+new values every few seconds, so a reader polls until they arrive.
 
   python -m tutorial.metrics   print the engine metrics once they show the requests served
 """
 
+import json
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,24 +30,48 @@ REQUIRED = (f"{TTFT}_count", f"{TTFT}_sum", f"{TPOT}_count", f"{TPOT}_sum", PROM
             GENERATION_TOKENS, KV_CACHE_USAGE)
 
 
-def scrape(url: str = METRICS_URL) -> dict[str, float]:
-    """Every ray_vllm_ sample on the endpoint, summed over its labels (replicas, models)."""
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        text = resp.read().decode()
+# Written by the head every few seconds: [{"labels": {"job": "ray"}, "targets": ["ip:port", ...]}].
+DISCOVERY_FILE = Path("/tmp/ray/prom_metrics_service_discovery.json")
+
+
+def endpoints() -> list[str]:
+    """Every node's metrics endpoint, as the head lists them for Prometheus; this node's while
+    the list is not written yet."""
+    try:
+        targets = [t for group in json.loads(DISCOVERY_FILE.read_text()) for t in group["targets"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        targets = []
+    return [f"http://{t}/metrics" for t in targets] or [METRICS_URL]
+
+
+def scrape(urls: list[str] | None = None) -> dict[str, float]:
+    """Every ray_vllm_ sample on the endpoints (default: all of the cluster's), summed over its
+    labels (replicas, models) and endpoints. Raises OSError only when no endpoint answers."""
+    urls = urls or endpoints()
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("ray_vllm_"):
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    errors = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                text = resp.read().decode()
+        except OSError as e:  # the dashboard's or autoscaler's exporter may not be up
+            errors.append(f"{url}: {e}")
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("ray_vllm_"):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    if len(errors) == len(urls):
+        raise OSError("; ".join(errors))
     return totals
 
 
-def wait_for_engine_metrics(min_requests: int = 1, timeout_s: float = 90, url: str = METRICS_URL) -> dict:
+def wait_for_engine_metrics(min_requests: int = 1, timeout_s: float = 90, urls: list[str] | None = None) -> dict:
     """Poll until every REQUIRED metric is exported and TTFT counts `min_requests`; else raise."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            seen, error = scrape(url), None
+            seen, error = scrape(urls), None
         except OSError as e:
             seen, error = {}, e
         missing = [name for name in REQUIRED if name not in seen]
@@ -51,8 +79,9 @@ def wait_for_engine_metrics(min_requests: int = 1, timeout_s: float = 90, url: s
             return seen
         if time.monotonic() > deadline:
             names = sorted(n for n in seen if not n.endswith("_bucket"))
+            where = ", ".join(urls or endpoints())
             raise RuntimeError(
-                f"{url}: no engine metrics for {min_requests} request(s) after {timeout_s:.0f} s "
+                f"{where}: no engine metrics for {min_requests} request(s) after {timeout_s:.0f} s "
                 f"(error: {error}; missing: {missing}; TTFT count: {seen.get(f'{TTFT}_count')}). "
                 f"Is log_engine_metrics on? Exported: {names}")
         time.sleep(2)

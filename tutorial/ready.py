@@ -48,13 +48,33 @@ def app_status() -> str:
 
 
 def log_tail(lines: int = 40) -> str:
-    """The last lines of each replica log: where the engine's load errors end up."""
-    parts = []
-    for path in sorted(glob.glob(os.path.join(LOG_DIR, "replica_*.log")), key=os.path.getmtime):
-        with open(path, errors="replace") as f:
-            tail = f.readlines()[-lines:]
-        parts.append(f"----- {path} (last {len(tail)} lines)\n" + "".join(tail))
+    """The last lines of each replica log, on whichever node of the cluster the replica runs:
+    where the engine's load errors end up. Read through Ray's log API; from this node's files
+    when that does not answer (the cluster is gone, or still starting)."""
+    try:
+        parts = _cluster_log_tails(lines)
+    except Exception:  # whatever the API fails with, the local files still tell something
+        parts = []
+    if not parts:
+        for path in sorted(glob.glob(os.path.join(LOG_DIR, "replica_*.log")), key=os.path.getmtime):
+            with open(path, errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            parts.append(f"----- {path} (last {len(tail)} lines)\n" + "".join(tail))
     return "\n".join(parts) or f"(no replica logs under {LOG_DIR})"
+
+
+def _cluster_log_tails(lines: int) -> list[str]:
+    """Every alive node's Serve replica logs, through the dashboard's log API."""
+    from ray.util.state import get_log, list_logs, list_nodes
+
+    parts = []
+    for node in list_nodes(filters=[("state", "=", "ALIVE")], timeout=10):
+        for names in list_logs(node_id=node.node_id, glob_filter="serve/replica_*", timeout=10).values():
+            for name in names:
+                tail = "".join(get_log(node_id=node.node_id, filename=name, tail=lines, timeout=10))
+                where = node.node_ip + (" (head)" if node.is_head_node else "")
+                parts.append(f"----- {name} on node {where} (last {lines} lines)\n{tail}")
+    return parts
 
 
 def _models_ready(base_url: str, model: str) -> str | None:
