@@ -39,6 +39,12 @@ NON_TORCH_PER_PEER_GIB = 0.35
 CUDA_GRAPH_GIB = 0.25  # graph pool that vLLM >= 0.21 subtracts unless enforce_eager
 
 
+def server_defaults(gpu: str) -> tuple[int, int]:
+    """`vllm serve`'s (max_num_seqs, max_num_batched_tokens) for the GPU, as Ray Serve LLM gets them."""
+    big_gpu = GPUS[gpu] >= 70 and not gpu.startswith("A100")
+    return (1024, 8192) if big_gpu else (256, 2048)
+
+
 class PlanError(ValueError):
     """Input the planner cannot use; main() prints it on one line and exits 2."""
 
@@ -110,8 +116,7 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
         raise PlanError(f"unknown GPU {gpu!r}: one of {', '.join(GPUS)}")
     tp, pp = tensor_parallel_size, pipeline_parallel_size
     memory = GPUS[gpu] * GIB
-    big_gpu = memory >= 70 * GIB and not gpu.startswith("A100")  # vLLM's API-server defaults by GPU
-    max_num_seqs, server_batched_tokens = (1024, 8192) if big_gpu else (256, 2048)
+    max_num_seqs, server_batched_tokens = server_defaults(gpu)
     max_batched_tokens = server_batched_tokens if max_num_batched_tokens is None else max_num_batched_tokens
     for label, value in [("tensor-parallel-size", tp), ("pipeline-parallel-size", pp),
                          ("max-model-len", max_model_len), ("replicas", replicas),

@@ -69,7 +69,7 @@ def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, 
 def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str, workdir: Path) -> dict:
     path, load_format = checkpoint(model, workdir, weights)
     config = model if model in capacity.MODELS else str(Path(path) / "config.json")
-    batched = capacity.plan(config, gpu, tensor_parallel_size=tp).max_num_batched_tokens  # the server's
+    batched = capacity.server_defaults(gpu)[1]
     out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp),
                           str(batched)],
                          capture_output=True, text=True, timeout=900)

@@ -56,12 +56,17 @@ def autoscaling(cfg) -> dict:
     return deployment(cfg).get("autoscaling_config") or {}
 
 
+def cluster_gpus(cfg, cluster: list[Node]) -> int:
+    """GPUs of the config's accelerator_type on all of the cluster's nodes."""
+    return sum(n.gpus for n in cluster if cfg.accelerator_type in n.gpu_types)
+
+
 def cluster_problems(cfg, cluster: list[Node], gpus_per_replica: int) -> list[str]:
     """The cluster's GPUs of the configured type against what min_replicas replicas need; the
     message names every node and what it has, so a node that never joined, or joined with
     another GPU type, shows."""
     replicas = autoscaling(cfg).get("min_replicas", 1) or 1
-    have = sum(n.gpus for n in cluster if cfg.accelerator_type in n.gpu_types)
+    have = cluster_gpus(cfg, cluster)
     if have >= gpus_per_replica * replicas:
         return []
     nodes = "; ".join(
@@ -203,8 +208,7 @@ def pending_replicas(cfg, machine: Machine) -> str | None:
     engine = cfg.engine_kwargs or {}
     per_replica = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
     high = autoscaling(cfg).get("max_replicas", 1)
-    have = (len(machine.gpus) if machine.cluster is None else
-            sum(n.gpus for n in machine.cluster if cfg.accelerator_type in n.gpu_types))
+    have = len(machine.gpus) if machine.cluster is None else cluster_gpus(cfg, machine.cluster)
     if not cfg.accelerator_type or high * per_replica <= have:
         return None
     fit = have // per_replica

@@ -73,7 +73,8 @@ def _cluster_log_tails(lines: int) -> list[str]:
             for name in names:
                 tail = "".join(get_log(node_id=node.node_id, filename=name, tail=lines, timeout=10))
                 where = node.node_ip + (" (head)" if node.is_head_node else "")
-                parts.append(f"----- {name} on node {where} (last {lines} lines)\n{tail}")
+                shown = tail.count("\n")
+                parts.append(f"----- {name} on node {where} (last {shown} lines)\n{tail}")
     return parts
 
 
