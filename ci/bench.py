@@ -51,6 +51,10 @@ RAY_CONFIGS = {
     },
 }
 
+# Random prompts of input_len tokens, output_len generated; max(min_prompts, prompts_per_concurrency
+# x concurrency) requests per level.
+GPU_LOAD = dict(input_len=512, output_len=128, min_prompts=24, prompts_per_concurrency=4)
+CPU_LOAD = dict(input_len=128, output_len=32, min_prompts=4, prompts_per_concurrency=2)
 FIELDS = ("output_throughput", "total_token_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms",
           "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "completed", "failed", "duration")
 
@@ -62,8 +66,9 @@ class BenchError(RuntimeError):
 def engine_kwargs(profile: str, load_format: str) -> dict:
     """The profile's engine arguments; on GPU without enforce_eager, as production runs vLLM."""
     kwargs = dict(PROFILES[profile]()["engine_kwargs"])
-    if profile == "gpu":
-        kwargs.pop("enforce_eager")  # CUDA graphs on: the benchmark measures a production engine
+    if profile == "gpu":  # the benchmark measures a production engine: CUDA graphs, vLLM's own KV sizing
+        for key in ("enforce_eager", "kv_cache_memory_bytes", "gpu_memory_utilization"):
+            kwargs.pop(key)
     if load_format != "auto":
         kwargs["load_format"] = load_format
     return kwargs
@@ -242,8 +247,9 @@ def server_config(server) -> str:
 
 def benchmark(args) -> dict:
     profile = "cpu" if args.smoke else "gpu"
-    sizes = (dict(input_len=128, output_len=32, min_prompts=4, prompts_per_concurrency=2) if args.smoke else
-             dict(input_len=512, output_len=128, min_prompts=24, prompts_per_concurrency=4))
+    sizes = dict(CPU_LOAD if args.smoke else GPU_LOAD)
+    if args.min_prompts:
+        sizes["min_prompts"] = args.min_prompts
     levels = args.concurrency or ([1, 4] if args.smoke else [1, 4, 16, 64, 256])
     runs, servers = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -298,6 +304,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--servers", nargs="+", choices=["vllm", "ray-serve"], default=["vllm", "ray-serve"])
     p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
     p.add_argument("--concurrency", nargs="+", type=int)
+    p.add_argument("--min-prompts", type=int, help="requests at least per level (default: the load's own)")
     p.add_argument("--profile", nargs="*", type=int, default=[], help="concurrency levels to profile with py-spy")
     p.add_argument("--profile-s", type=float, default=8, help="seconds of py-spy sampling per profiled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")

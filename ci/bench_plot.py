@@ -9,7 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^")}
+STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^"),
+         "tp2-one-node": ("tab:red", "--", "s"), "pp2-two-nodes": ("tab:green", "-", "D")}
 
 
 def table(result: dict) -> str:

@@ -41,8 +41,11 @@ def main(argv: list[str]) -> int:
         print(f"[{runs.index(cell) + 1:2}/{len(runs)}] {label(cell.source)}", flush=True)
 
     def on_cell_executed(cell, cell_index, execute_reply):
-        outcome = "done" if execute_reply["content"]["status"] == "ok" else "FAILED"
-        print(f"        {outcome} in {time.monotonic() - started['t']:.0f} s", flush=True)
+        ok = execute_reply["content"]["status"] == "ok"
+        print(f"        {'done' if ok else 'FAILED'} in {time.monotonic() - started['t']:.0f} s", flush=True)
+        if not ok:  # what the cell printed says why; the error below only says that it failed
+            printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+            print("\n".join(printed.splitlines()[-40:]), flush=True)
 
     client = NotebookClient(nb, timeout=args.timeout, skip_cells_with_tag=SKIP_TAG,
                             resources={"metadata": {"path": "."}},

@@ -2,8 +2,8 @@
 
 The same steps the notebook runs (token, `ray start --head`, `serve run --non-blocking`, wait
 until it answers), each under a deadline, with every command's output in one log. Entering
-refuses to start beside a running deployment; leaving, or failing to start, tears everything
-down and raises if anything is left.
+refuses to start beside a running deployment; leaving, or failing to start, stops the cluster it
+started (and nothing else) and raises if anything of it is left.
 """
 
 import os
@@ -49,14 +49,16 @@ class ServeDeployment:
             raise DeploymentError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
 
     def __enter__(self):
-        if teardown.leftovers():
-            raise DeploymentError(f"something already runs here: {teardown.leftovers()}")
+        if teardown.leftovers() or teardown.port_open():
+            raise DeploymentError(f"something already runs here: {teardown.leftovers() or teardown.foreign()}")
         start = time.monotonic()
         cpus = str(max(os.cpu_count() or 1, self.num_cpus))  # the engine and the ingress each need a logical CPU
         try:
             self.run(["ray", "get-auth-token", "--generate"], 120)
-            self.run(["ray", "start", "--head", "--num-cpus", cpus, "--metrics-export-port", str(METRICS_PORT),
-                      "--disable-usage-stats"], 300)
+            # In a session of its own, as the notebook starts it, so teardown stops this cluster only.
+            self.run(["setsid", "--wait", "ray", "start", "--head", "--num-cpus", cpus, "--metrics-export-port",
+                      str(METRICS_PORT), "--disable-usage-stats"], 300)
+            teardown.remember()
             # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
             self.run(["serve", "run", "--app-dir", str(self.app_dir), self.target, "--non-blocking"], self.ready_s)
             wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
@@ -71,5 +73,5 @@ class ServeDeployment:
 
     def __exit__(self, *exc):
         teardown.shutdown()
-        if teardown.leftovers():
-            raise DeploymentError(f"teardown left {teardown.leftovers()}")
+        if teardown.leftovers() or teardown.port_open():
+            raise DeploymentError(f"teardown left {teardown.leftovers() or teardown.foreign()}")

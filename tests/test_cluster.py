@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tutorial import metrics, ready, teardown
@@ -25,25 +26,30 @@ WORKER_DIR = "/tmp/ray-worker-node"  # the worker's logs, where files on the hea
 
 
 def ray(*args: str) -> None:
-    out = subprocess.run(["ray", *args], env=ENV, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(["setsid", "--wait", "ray", *args], env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    assert not teardown.leftovers(), f"something already runs here: {teardown.leftovers()}"
+    assert not teardown.leftovers() and not teardown.port_open(), f"something already runs here: {teardown.foreign()}"
     try:
         ray("get-auth-token", "--generate")
+        # Each node in a session of its own, as the notebook starts its head; teardown stops both.
         ray("start", "--head", "--num-cpus", "0", "--num-gpus", "0", "--metrics-export-port", str(metrics.METRICS_PORT),
             "--disable-usage-stats")
+        teardown.remember()
         # A second raylet on the same host needs its own agent port; the rest Ray picks itself.
         ray("start", "--address", "127.0.0.1:6379", "--num-cpus", "4", "--num-gpus", "2", "--temp-dir", WORKER_DIR,
             "--resources", json.dumps({"accelerator_type:H100": 1}), "--dashboard-agent-listen-port", "52366")
+        (raylet,) = [p for p in psutil.process_iter(["name", "cmdline"])
+                     if p.info["name"] == "raylet" and WORKER_DIR in " ".join(p.info["cmdline"])]
+        teardown.remember_session(raylet.pid)
         yield
     finally:
         teardown.shutdown()
         shutil.rmtree(WORKER_DIR, ignore_errors=True)
-        assert not teardown.leftovers(), teardown.leftovers()
+        assert not teardown.leftovers() and not teardown.port_open(), teardown.leftovers() or teardown.foreign()
 
 
 def test_preflight_reads_every_node_from_ray(cluster):
@@ -68,12 +74,12 @@ def test_preflight_names_the_nodes_when_the_cluster_lacks_the_gpus(cluster):
 # Run where the cluster's token mode is set before Ray is imported, as in the notebook's shells.
 WHERE_IT_RUNS = """
 import glob, json, os
-from ray.util.state import list_actors, list_nodes
-from tutorial import metrics, ready
+from ray.util.state import list_nodes
+from tutorial import metrics, placement, ready
 (worker,) = [n for n in list_nodes(filters=[("state", "=", "ALIVE")]) if not n.is_head_node]
 print(json.dumps({
     "worker": worker.node_id,
-    "engines": sorted({a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")]) if "LLMServer" in a.class_name}),
+    "engines": sorted({r["node_id"] for r in placement.engine_placement()["replicas"]}),
     "local_logs": glob.glob(os.path.join(ready.LOG_DIR, "replica_*LLMServer*")),
     "tail": ready.log_tail(lines=400),
     "head_ttft": metrics.scrape([metrics.METRICS_URL]).get(f"{metrics.TTFT}_count", 0),
@@ -98,6 +104,9 @@ def test_a_replica_on_the_worker_node_answers_and_its_logs_and_metrics_are_found
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["engines"] == [seen["worker"]], seen  # the engine replica runs on the worker node
+    shown = subprocess.run([sys.executable, "-m", "tutorial.placement"], cwd=ROOT, env=ENV, capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and f"on node {seen['worker'][:8]} " in shown.stdout, shown.stdout + shown.stderr
     # Its log is not among the head's files; Ray's log API finds it on the worker.
     assert seen["local_logs"] == []
     (header,) = [line for line in seen["tail"].splitlines() if line.startswith("-----") and "LLMServer" in line]

@@ -1,7 +1,12 @@
 """The readiness wait and the teardown check, against local sockets: both must fail loudly."""
 
+import os
 import socket
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 
 from tutorial import ready, teardown
@@ -16,10 +21,44 @@ def test_wait_gives_up_at_its_deadline_with_the_reason(capsys):
     assert "/v1/models: no answer" in capsys.readouterr().out
 
 
-def test_teardown_check_sees_a_listener_on_8000():
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", teardown.PORT))
-        s.listen()
-        assert "port 8000 is still listening" in teardown.leftovers()
-    assert teardown.main(["--check"]) == 0
+def serve_8000() -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not teardown.port_open() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return server
+
+
+def test_teardown_stops_an_adopted_listener_on_8000(tmp_path, monkeypatch):
+    monkeypatch.setattr(teardown, "RECORD", tmp_path / "record.json")
+    server = serve_8000()
+    try:
+        teardown.remember_session(server.pid)
+        assert teardown.leftovers() == ["port 8000 is still listening", f"process {teardown.describe(psutil.Process(server.pid))}"]
+        assert teardown.main(["--check"]) == 1
+        teardown.shutdown()
+        assert server.wait(timeout=5) is not None and not teardown.port_open()
+        assert teardown.leftovers() == [] and not teardown.RECORD.exists()
+    finally:
+        server.kill()
+
+
+def test_teardown_leaves_a_foreign_listener_on_8000_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(teardown, "RECORD", tmp_path / "record.json")
+    server = serve_8000()
+    try:
+        assert teardown.main([]) == 0
+        assert server.poll() is None and teardown.port_open()
+        out = capsys.readouterr().out
+        assert f"not started by this tutorial, left running: port 8000: pid {server.pid} " in out, out
+        assert "port 8000 belongs to someone else" in out, out
+    finally:
+        server.kill()
+
+
+def test_teardown_refuses_to_adopt_its_own_session(tmp_path, monkeypatch):
+    monkeypatch.setattr(teardown, "RECORD", tmp_path / "record.json")
+    with pytest.raises(RuntimeError, match="setsid --wait ray start"):
+        teardown.remember_session(os.getpid())
+    assert not teardown.RECORD.exists()

@@ -11,17 +11,22 @@ A100_40 = ("NVIDIA A100-SXM4-40GB", 40960)
 H100 = ("NVIDIA H100 80GB HBM3", 81559)
 
 
-def config(source="meta-llama/Llama-3.1-70B-Instruct", accelerator="A100-40G", deployment=None, **engine):
+CPU_ENGINE = {"bundles": [{"CPU": 1}]}  # as the cpu profile places it
+
+
+def config(source="meta-llama/Llama-3.1-70B-Instruct", accelerator="A100-40G", deployment=None, placement=None,
+           **engine):
+    """accelerator=None without `placement` is an engine on CPUs."""
     engine = {"max_model_len": 32768, "tensor_parallel_size": 8, **engine}
     return SimpleNamespace(
         model_loading_config=SimpleNamespace(model_source=source), accelerator_type=accelerator, engine_kwargs=engine,
-        deployment_config=deployment or {},
+        deployment_config=deployment or {}, placement_group_config=placement or (CPU_ENGINE if accelerator is None else None),
     )
 
 
 def node(**kw):
     base = dict(gpus=[A100_40] * 8, disk_free_bytes=500 * GIB, mem_available_bytes=200 * GIB,
-                mem_total_bytes=256 * GIB, hf_token_set=True, busy_ports=[])
+                mem_total_bytes=256 * GIB, hf_token_set=True, busy_ports={})
     return Machine(**{**base, **kw})
 
 
@@ -39,7 +44,7 @@ def test_the_source_node_passes():
         (node(disk_free_bytes=50 * GIB), "disk: the weights take about 137 GiB"),
         (node(mem_available_bytes=8 * GIB), "memory:"),
         (node(hf_token_set=False), "HF_TOKEN: meta-llama/Llama-3.1-70B-Instruct is gated"),
-        (node(busy_ports=[8000]), "port 8000: already in use"),
+        (node(busy_ports={8000: "pid 42 (python -m http.server 8000)"}), "port 8000: already in use by pid 42"),
     ],
 )
 def test_each_missing_piece_is_named(machine, expected):
@@ -133,3 +138,22 @@ def test_a_node_that_did_not_join_or_has_other_gpus_is_named():
     assert len(problems) == 1 and "the Ray cluster's 2 node(s) have 0" in problems[0], problems
     assert "10.0.0.1 (head): no GPU; 10.0.0.2: 8 x A100/A100-80G" in problems[0]
     assert "ray start --address" in problems[0]
+
+
+def small_model(tmp_path) -> str:
+    (tmp_path / "config.json").write_text("{}")
+    return str(tmp_path)
+
+
+def test_a_config_without_accelerator_type_takes_any_gpu(tmp_path):
+    cfg = config(source=small_model(tmp_path), accelerator=None, placement={"bundle_per_worker": {"GPU": 1}},
+                 tensor_parallel_size=1, max_model_len=4096)
+    assert check(cfg, node(gpus=[("NVIDIA GeForce RTX 4090", 24564)])) == []
+    (problem,) = check(cfg, node(gpus=[]))
+    assert "needs 1 x GPU of any type" in problem and "this machine has 0 (no NVIDIA GPU)" in problem, problem
+
+
+def test_a_cpu_engine_needs_no_gpu(tmp_path):
+    cfg = config(source=small_model(tmp_path), accelerator=None, tensor_parallel_size=1, max_model_len=2048,
+                 kv_cache_memory_bytes=GIB)
+    assert check(cfg, node(gpus=[], mem_available_bytes=8 * GIB)) == []

@@ -40,3 +40,9 @@ def test_a_failing_cell_stops_the_run_and_the_copy_shows_why(tmp_path):
     assert "[ 2/2]" not in done.stdout
     cells = nbformat.read(out, as_version=4).cells
     assert cells[0].outputs[0]["ename"] == "ZeroDivisionError" and cells[1].outputs == []
+
+
+def test_a_failing_cell_shows_what_it_printed(tmp_path):
+    done, _ = run(tmp_path, new_code_cell("%%bash\necho 'FAIL port 8000: held by someone else'\nexit 1"))
+    assert done.returncode == 1
+    assert "FAIL port 8000: held by someone else" in done.stdout.split("FAILED in", 1)[1], done.stdout

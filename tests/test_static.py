@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,7 +157,10 @@ def test_gpu_profile_needs_a_gpu(monkeypatch):
     monkeypatch.setattr(gpus, "detect", lambda: [("NVIDIA H100 80GB HBM3", 81559)])
     config = dict(model_loading_config=dict(model_id="m"), deployment_config=dict(autoscaling_config={}))
     gpu = profiles.apply_profile(config, "gpu")
-    assert gpu["accelerator_type"] == "H100" and gpu["engine_kwargs"]["tensor_parallel_size"] == 1
+    # Any GPU Ray finds, and only the memory a 135M model needs.
+    assert gpu["accelerator_type"] is None and gpu["engine_kwargs"]["tensor_parallel_size"] == 1
+    assert gpu["engine_kwargs"]["kv_cache_memory_bytes"] == profiles.GIB
+    assert gpu["engine_kwargs"]["gpu_memory_utilization"] <= 0.1
     assert gpu["model_loading_config"]["model_id"] == "m"
 
 
@@ -176,8 +180,13 @@ def test_rehearsal_profile_is_the_70b_shape_on_every_gpu(monkeypatch, tmp_path):
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
             assert model[key] == real[key], key
         assert (model.get("quantization_config") or {}).get("quant_method") == quant
+        assert out["placement_group_config"] == {"bundle_per_worker": {"GPU": 1}, "strategy": "PACK"}
     monkeypatch.setenv("REHEARSAL_MAX_MODEL_LEN", "16384")
     assert profiles.apply_profile(base, "rehearsal")["engine_kwargs"]["max_model_len"] == 16384
+    # Two nodes of one GPU each: one pipeline stage per node.
+    monkeypatch.setenv("REHEARSAL_PIPELINE_PARALLEL_SIZE", "2")
+    engine = profiles.apply_profile(base, "rehearsal-fp8")["engine_kwargs"]
+    assert (engine["tensor_parallel_size"], engine["pipeline_parallel_size"]) == (1, 2)
 
 
 def test_service_yaml_names_the_app():
@@ -273,3 +282,38 @@ def test_gpu_results_that_cover_an_earlier_notebook_say_so(name):
     (line,) = [line for c in NOTEBOOK.cells if c.cell_type == "markdown"
                for line in c.source.splitlines() if line.startswith(f"- [`ci/results/{name}.json`]")]
     assert (result["notebook_sha256"] == NOTEBOOK_SHA256) != ("covers an earlier revision" in line), line
+
+
+def test_multinode_results_and_the_notebook_agree():
+    import capacity
+
+    r = json.loads((ROOT / "ci" / "results" / "multinode-h200x2.json").read_text())
+    # What the two-node run must show: workers on both nodes, an answer, no failed request.
+    assert (r["nodes"], r["placement_nodes"], r["answer_ok"]) == (2, 2, True)
+    assert (r["tensor_parallel_size"], r["pipeline_parallel_size"]) == (1, 2)
+    assert r["bench"]["failed"] == {"pp2-two-nodes": 0, "tp2-one-node": 0}
+    plan = capacity.plan(str(ROOT / "tests/data/llama-3.1-70b-vocab49152.json"), "H200", tensor_parallel_size=1,
+                         pipeline_parallel_size=2, max_model_len=32768, weight_dtype="fp8", enforce_eager=True)
+    assert plan.kv_cache_tokens == r["planner_kv_tokens"]  # the command the notebook shows gives it
+    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
+    runs = {(x["config"], x["concurrency"]): x for x in r["bench"]["runs"]}
+    for c in (1, 16, 64):
+        pp, tp = runs["pp2-two-nodes", c], runs["tp2-one-node", c]
+        row = (f"| {c} | {pp['output_throughput']:.0f} | {tp['output_throughput']:.0f} | "
+               f"{pp['output_throughput'] / tp['output_throughput']:.2f}x |")
+        assert row in text, row
+    assert f"vLLM: {r['vllm_kv_tokens']:,} tokens" in text and f"predicts {r['planner_kv_tokens']:,}" in text
+    assert f"ran on {r['placement_nodes']} distinct nodes" in text
+    loss = r["node_loss"]
+    assert f"all {loss['killed_processes']} processes of the worker node were killed" in text
+    assert f"The {loss['failed_before']} requests in flight and all {loss['requests_after']} sent" in text
+    assert f"Serve reported the application `{loss['app_status_at_end']}`" in text
+
+
+def test_multinode_plot_is_regenerated_from_its_results(tmp_path):
+    sys.path.insert(0, str(ROOT / "ci"))
+    from multinode import draw
+
+    shutil.copy(ROOT / "ci" / "results" / "multinode-h200x2.json", tmp_path / "m.json")
+    draw(tmp_path / "m.json")
+    assert (tmp_path / "m.png").read_bytes() == (ROOT / "ci" / "results" / "multinode-h200x2.png").read_bytes()

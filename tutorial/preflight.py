@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import capacity
-from tutorial import gpus
+from tutorial import gpus, teardown
 from tutorial.gpus import ray_gpu_type
 
 GIB = 1024**3
@@ -44,7 +44,7 @@ class Machine:
     mem_available_bytes: int = 0
     mem_total_bytes: int = 0
     hf_token_set: bool = False
-    busy_ports: list[int] = field(default_factory=list)
+    busy_ports: dict[int, str] = field(default_factory=dict)  # port -> who holds it
 
 
 def deployment(cfg) -> dict:
@@ -56,9 +56,20 @@ def autoscaling(cfg) -> dict:
     return deployment(cfg).get("autoscaling_config") or {}
 
 
+def uses_gpus(cfg) -> bool:
+    """False for an engine placed on CPUs only (bundles that ask for CPUs and no GPU)."""
+    bundles = (getattr(cfg, "placement_group_config", None) or {}).get("bundles")
+    return not bundles or any(b.get("GPU") for b in bundles)
+
+
+def gpu_kind(cfg) -> str:
+    """The GPUs the config asks Ray for: a type, or any (no accelerator_type: Ray takes what it finds)."""
+    return cfg.accelerator_type or "GPU of any type"
+
+
 def cluster_gpus(cfg, cluster: list[Node]) -> int:
-    """GPUs of the config's accelerator_type on all of the cluster's nodes."""
-    return sum(n.gpus for n in cluster if cfg.accelerator_type in n.gpu_types)
+    """GPUs of the config's accelerator_type (any, when it sets none) on all of the cluster's nodes."""
+    return sum(n.gpus for n in cluster if not cfg.accelerator_type or cfg.accelerator_type in n.gpu_types)
 
 
 def cluster_problems(cfg, cluster: list[Node], gpus_per_replica: int) -> list[str]:
@@ -72,10 +83,10 @@ def cluster_problems(cfg, cluster: list[Node], gpus_per_replica: int) -> list[st
     nodes = "; ".join(
         f"{n.address}: " + (f"{n.gpus} x {'/'.join(sorted(n.gpu_types)) or 'GPU of no known type'}" if n.gpus else "no GPU")
         for n in cluster)
-    return [f"GPUs: the config needs {gpus_per_replica * replicas} x {cfg.accelerator_type} (tensor_parallel_size x "
+    return [f"GPUs: the config needs {gpus_per_replica * replicas} x {gpu_kind(cfg)} (tensor_parallel_size x "
             f"pipeline_parallel_size x min_replicas {replicas}); the Ray cluster's {len(cluster)} node(s) have {have} "
             f"({nodes}). Start the missing worker nodes with `ray start --address=<head>:6379` on machines with "
-            f"{cfg.accelerator_type} GPUs, or change accelerator_type."]
+            f"{gpu_kind(cfg)}s, or change accelerator_type."]
 
 
 def weights_bytes(model_source: str) -> int:
@@ -93,14 +104,14 @@ def check(cfg, machine: Machine) -> list[str]:
     source = cfg.model_loading_config.model_source
     gpus_needed = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
 
-    if cfg.accelerator_type and machine.cluster is not None:
+    if uses_gpus(cfg) and machine.cluster is not None:
         problems += cluster_problems(cfg, machine.cluster, gpus_needed)
-    elif cfg.accelerator_type:
-        matching = [g for g in machine.gpus if cfg.accelerator_type in ray_gpu_type(*g)]
+    elif uses_gpus(cfg):
+        matching = [g for g in machine.gpus if not cfg.accelerator_type or cfg.accelerator_type in ray_gpu_type(*g)]
         if len(matching) < gpus_needed:
             found = ", ".join(sorted({n for n, _ in machine.gpus})) or "no NVIDIA GPU"
             problems.append(
-                f"GPUs: the config needs {gpus_needed} x {cfg.accelerator_type} "
+                f"GPUs: the config needs {gpus_needed} x {gpu_kind(cfg)} "
                 f"(tensor_parallel_size x pipeline_parallel_size); this machine has {len(matching)} "
                 f"({found}). Set accelerator_type to your GPU and tensor_parallel_size to at most "
                 f"its count, or run the small model on a CPU with LLM_PROFILE=cpu."
@@ -118,7 +129,7 @@ def check(cfg, machine: Machine) -> list[str]:
             f"{machine.disk_free_bytes / GIB:.0f} GiB free; free space or point HF_HOME at a bigger disk."
         )
 
-    if cfg.accelerator_type:
+    if uses_gpus(cfg):
         need_mem = (4 + 3 * gpus_needed) * GIB  # Ray, the ingress and one engine process per GPU
     else:  # the CPU engine keeps its KV cache in RAM, beside about 3 GiB of its own, per replica
         kv = engine.get("kv_cache_memory_bytes") or int(engine.get("gpu_memory_utilization", 0.9) * machine.mem_total_bytes)
@@ -135,10 +146,11 @@ def check(cfg, machine: Machine) -> list[str]:
             f"HF_TOKEN before starting Jupyter (or use the ungated copy named in the config)."
         )
 
-    for port in machine.busy_ports:
+    for port, owner in machine.busy_ports.items():
         problems.append(
-            f"port {port}: already in use, as by {PORTS[port]}. If it is an earlier run of this "
-            f"tutorial, run its Shut down cell (`serve shutdown -y; ray stop`) first."
+            f"port {port}: already in use by {owner}, not by a Ray cluster this tutorial started; it needs the "
+            f"port for {PORTS[port]}. Nothing was touched: stop that program if it is yours to stop, "
+            f"or run the tutorial on another machine."
         )
     return problems
 
@@ -209,12 +221,24 @@ def pending_replicas(cfg, machine: Machine) -> str | None:
     per_replica = engine.get("tensor_parallel_size", 1) * engine.get("pipeline_parallel_size", 1)
     high = autoscaling(cfg).get("max_replicas", 1)
     have = len(machine.gpus) if machine.cluster is None else cluster_gpus(cfg, machine.cluster)
-    if not cfg.accelerator_type or high * per_replica <= have:
+    if not uses_gpus(cfg) or high * per_replica <= have:
         return None
     fit = have // per_replica
-    where = f"this node has {have}" if machine.cluster is None else f"the Ray cluster has {have} of type {cfg.accelerator_type}"
+    where = f"this node has {have}" if machine.cluster is None else f"the Ray cluster has {have} of type {gpu_kind(cfg)}"
     return (f"replicas: max_replicas {high} x {per_replica} GPUs needs {high * per_replica} GPUs and {where}: under load {high - fit} replica(s) would stay PENDING until nodes with "
-            f"{cfg.accelerator_type} GPUs join the cluster.")
+            f"{gpu_kind(cfg)}s join the cluster.")
+
+
+def busy_ports() -> dict[int, str]:
+    """The tutorial's ports that something other than its own Ray cluster holds, and who."""
+    mine = {p.pid for p in teardown.ours()}
+    busy = {}
+    for port in PORTS:
+        if _port_busy(port):
+            owner = teardown.listener(port)
+            if owner is None or owner.pid not in mine:
+                busy[port] = teardown.describe(owner)
+    return busy
 
 
 def _port_busy(port: int) -> bool:
@@ -265,8 +289,7 @@ def probe() -> Machine:
         mem_available_bytes=mem["MemAvailable"],
         mem_total_bytes=mem["MemTotal"],
         hf_token_set=bool(os.environ.get("HF_TOKEN")) or (hf_home / "token").exists(),
-        # With a cluster running, its head holds these ports: that is no conflict.
-        busy_ports=[p for p in PORTS if _port_busy(p)] if cluster is None else [],
+        busy_ports=busy_ports(),
     )
 
 
@@ -291,7 +314,8 @@ def main() -> int:
     engine = llm_config.engine_kwargs
     print(f"profile:     {os.environ.get('LLM_PROFILE') or '(unset: the 70B default)'}")
     print(f"model:       {llm_config.model_loading_config.model_id} <- {llm_config.model_loading_config.model_source}")
-    print(f"accelerator: {llm_config.accelerator_type or 'none (CPU)'}, tensor_parallel_size {engine.get('tensor_parallel_size', 1)}, "
+    print(f"accelerator: {gpu_kind(llm_config) if uses_gpus(llm_config) else 'none (CPU)'}, tensor_parallel_size "
+          f"{engine.get('tensor_parallel_size', 1)} x pipeline_parallel_size {engine.get('pipeline_parallel_size', 1)}, "
           f"max_model_len {engine.get('max_model_len')}")
     print(f"this node:   {len(machine.gpus)} GPU(s) {sorted({n for n, _ in machine.gpus})}, "
           f"{machine.mem_available_bytes / GIB:.0f} GiB RAM available, {machine.disk_free_bytes / GIB:.0f} GiB disk free")

@@ -5,10 +5,11 @@ model id, so every client cell runs unchanged, and replaces only what binds the 
 A100s and real weights:
   cpu             the 135M model on a CPU, one replica
   cpu-autoscale   the same, allowed a second replica, with scaling thresholds a CPU reaches
-  gpu             the 135M model, one replica per GPU of this node
+  gpu             the 135M model on any GPU, 1 GiB of KV cache, one replica per GPU of this node
   rehearsal       the 70B's architecture with random weights (no download), sharded over all
   rehearsal-fp8   GPUs of this node; -fp8 stores the weights in fp8, half of bf16's memory
-REHEARSAL_MAX_MODEL_LEN shortens the rehearsal's context where the node is too small for 32768.
+REHEARSAL_MAX_MODEL_LEN shortens the rehearsal's context where the node is too small for 32768;
+REHEARSAL_PIPELINE_PARALLEL_SIZE and REHEARSAL_TENSOR_PARALLEL_SIZE shard it across nodes.
 """
 
 import copy
@@ -80,14 +81,20 @@ def _node_gpu(profile: str) -> tuple[str, int]:
 
 
 def gpu() -> dict:
-    accelerator_type, count = _node_gpu("gpu")
+    _, count = _node_gpu("gpu")
     return dict(
-        # The type this node really has (e.g. H100): Ray waits forever for any other.
-        accelerator_type=accelerator_type,
+        # No type: Ray places the engine on whatever GPU the node has (it names consumer cards
+        # its own way, and a type it does not find would leave the replica waiting forever).
+        accelerator_type=None,
         placement_group_config=None,  # Ray Serve LLM's default: one GPU per tensor-parallel rank
         engine_kwargs=dict(
             max_model_len=4096,
             tensor_parallel_size=1,  # a 135M model fits one GPU many times over
+            # A 1 GiB KV cache (about 45,000 tokens of this model) instead of 92% of the card, which
+            # a desktop GPU that also drives a display does not have free. vLLM still checks at start
+            # that this share of the card is free, so it must be small too.
+            kv_cache_memory_bytes=GIB,
+            gpu_memory_utilization=0.1,
             # Skips torch.compile and CUDA graph capture: minutes of start-up a 135M model
             # does not need.
             enforce_eager=True,
@@ -103,13 +110,20 @@ def rehearsal(weights: str = "bf16") -> dict:
     accelerator_type, count = _node_gpu("rehearsal")
     model = shape_checkpoint(LLAMA_70B, ROOT / ".models" / f"llama-3.1-70b-rehearsal-{weights}",
                              **(FP8_CHECKPOINT if weights == "fp8" else {}))
+    # Across nodes: the layers split into REHEARSAL_PIPELINE_PARALLEL_SIZE stages, one per node,
+    # each sharded over REHEARSAL_TENSOR_PARALLEL_SIZE GPUs of its node.
+    pipeline = int(os.environ.get("REHEARSAL_PIPELINE_PARALLEL_SIZE", 1))
+    tensor = int(os.environ.get("REHEARSAL_TENSOR_PARALLEL_SIZE", count // pipeline))
     return dict(
         model_source=str(model),
         accelerator_type=accelerator_type,
-        placement_group_config=None,
+        # One GPU per rank; PACK (Ray Serve LLM's default, written out) fills a node before it
+        # spills to the next, so stages span nodes only when one node lacks the GPUs.
+        placement_group_config=dict(bundle_per_worker={"GPU": 1}, strategy="PACK"),
         engine_kwargs=dict(
             max_model_len=int(os.environ.get("REHEARSAL_MAX_MODEL_LEN", 32768)),
-            tensor_parallel_size=count,  # every GPU of this node, as the 70B uses all eight of its node
+            tensor_parallel_size=tensor,  # by default every GPU of this node, as the 70B uses all eight of its node
+            pipeline_parallel_size=pipeline,
             load_format="dummy",  # random weights of the right shapes: nothing to download
             # With fp8 weights, vLLM 0.26 (torch 2.11, 2 x H100) crashed while capturing CUDA
             # graphs (illegal memory access in a compiled fp8 quantization kernel); eager ran.

@@ -1,15 +1,20 @@
-"""Stop the deployment and the Ray cluster, and prove nothing is left behind.
+"""Stop the Ray cluster this tutorial started, and nothing else, then prove none of it is left.
 
-`serve shutdown -y` exits 0 even when token authentication stops it from reaching the cluster,
-so success is judged by effect: nothing listens on port 8000 and no Ray or vLLM process runs.
+`ray stop` would stop every Ray process on the machine, a cluster the reader runs for other work
+included. The launch cell starts Ray with `setsid`, so its daemons, workers and engine processes
+share one session of their own; `--remember` writes that session's id down, and teardown stops
+exactly the processes of the remembered sessions (raylet first and the GCS last, as `ray stop`).
+Success is judged by effect: none of them runs, and port 8000 has no listener of ours.
 
-  python -m tutorial.teardown          shut down whatever is running, then verify
-  python -m tutorial.teardown --check  only verify (exit 1 and say what is left)
+  python -m tutorial.teardown --remember [PORT]  adopt the Ray node listening on PORT (6379, the
+                                                 head's GCS, unless a worker's node manager port)
+  python -m tutorial.teardown             stop what was adopted, then verify
+  python -m tutorial.teardown --check     only verify (exit 1 and say what is left)
 """
 
+import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,8 +22,13 @@ from pathlib import Path
 import psutil
 
 PORT = 8000
-# Command-line marks of the processes a Ray Serve LLM deployment starts.
+RAY_PORT = 6379
+# What the tutorial adopted; ignored by git.
+RECORD = Path(__file__).resolve().parent.parent / ".tutorial-cluster.json"
+RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it, `ray stop` deletes it
+# Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
 PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore")
+GRACE_S = 30
 
 
 def port_open(port: int = PORT) -> bool:
@@ -27,60 +37,144 @@ def port_open(port: int = PORT) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def ray_processes() -> list[str]:
+def listener(port: int) -> psutil.Process | None:
+    """The process listening on `port`; None when nothing does, or the owner is not visible
+    (another user's process: /proc hides its sockets)."""
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+            try:
+                return psutil.Process(c.pid)
+            except psutil.NoSuchProcess:
+                return None
+    return None
+
+
+def describe(p: psutil.Process | None) -> str:
+    if p is None:
+        return "a process of another user"
+    try:
+        return f"pid {p.pid} ({' '.join(p.cmdline())[:100] or p.name()})"
+    except psutil.Error:
+        return f"pid {p.pid}"
+
+
+def sessions() -> list[int]:
+    return json.loads(RECORD.read_text())["sessions"] if RECORD.exists() else []
+
+
+def remember_session(pid: int) -> int:
+    """Adopt the session of process `pid`: teardown will stop every process in it."""
+    sid = os.getsid(pid)
+    if sid in {os.getsid(0), *(os.getsid(a.pid) for a in psutil.Process().parents())}:
+        raise RuntimeError(f"pid {pid} shares this shell's session {sid}; start Ray with `setsid --wait ray start ...` "
+                           f"so its processes have a session of their own")
+    RECORD.write_text(json.dumps({"sessions": sorted({*sessions(), sid})}))
+    return sid
+
+
+def remember(port: int = RAY_PORT) -> int:
+    """Adopt the Ray node whose process listens on `port`: `ray start` just succeeded there, so it is ours."""
+    node = listener(port)
+    if node is None:
+        raise RuntimeError(f"no Ray process of this user listens on port {port}")
+    return remember_session(node.pid)
+
+
+def ours() -> list[psutil.Process]:
+    """Running processes of the adopted sessions, this one excluded."""
+    sids = set(sessions())
     found = []
-    for p in psutil.process_iter(["pid", "name", "cmdline"]):
-        if p.pid == os.getpid():
-            continue
-        cmd = " ".join(p.info["cmdline"] or []) or (p.info["name"] or "")
-        if any(mark in cmd for mark in PROCESS_MARKS):
-            found.append(f"{p.pid} {cmd[:120]}")
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and os.getsid(p.pid) in sids:
+                found.append(p)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return found
+
+
+def foreign() -> list[str]:
+    """Ray or vLLM processes, and a listener on port 8000, that the tutorial did not start."""
+    mine = {p.pid for p in ours()}
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.pid not in mine and p.pid != os.getpid() and any(m in cmd for m in PROCESS_MARKS):
+            found.append(describe(p))
+    owner = listener(PORT)
+    if port_open() and (owner is None or owner.pid not in mine):
+        found.append(f"port {PORT}: {describe(owner)}")
     return found
 
 
 def leftovers() -> list[str]:
-    left = [f"port {PORT} is still listening"] if port_open() else []
-    return left + [f"process {p}" for p in ray_processes()]
+    """What the tutorial started that still runs."""
+    left = [f"process {describe(p)}" for p in ours()]
+    owner = listener(PORT)
+    if owner is not None and owner.pid in {p.pid for p in ours()}:
+        left.insert(0, f"port {PORT} is still listening")
+    return left
 
 
-def _run(cmd: list[str], env: dict) -> None:
-    print("$", " ".join(cmd), flush=True)
+def _stop(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=GRACE_S / 3)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _name(p: psutil.Process) -> str:
     try:
-        subprocess.run(cmd, env=env, timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        print(f"  {cmd[0]} did not finish: {e}", flush=True)
+        return p.name()
+    except psutil.Error:
+        return ""
 
 
 def shutdown() -> None:
-    env = dict(os.environ)
-    if (Path.home() / ".ray" / "auth_token").exists():
-        env.setdefault("RAY_AUTH_MODE", "token")  # a cluster started beside a token file requires it
-    if port_open():
-        _run(["serve", "shutdown", "-y"], env)
-    if ray_processes():
-        _run(["ray", "stop"], env)
-    deadline = time.monotonic() + 30
-    while ray_processes() and time.monotonic() < deadline:
-        time.sleep(1)
-    if ray_processes():
-        _run(["ray", "stop", "--force"], env)
-        for p in psutil.process_iter(["cmdline"]):  # engine processes that outlived their parent
-            if any(m in " ".join(p.info["cmdline"] or []) for m in ("VLLM::", "EngineCore")):
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-        time.sleep(2)
+    """Stop every process of the adopted sessions: raylets, then the rest, then the GCS."""
+    procs = ours()
+    if not procs:
+        RECORD.unlink(missing_ok=True)
+        return
+    print(f"stopping the {len(procs)} processes of the Ray cluster this tutorial started", flush=True)
+    raylets = [p for p in procs if _name(p) == "raylet"]
+    gcs = [p for p in procs if _name(p) == "gcs_server"]
+    for bucket in (raylets, [p for p in procs if p not in raylets + gcs], gcs):
+        _stop(bucket)
+    time.sleep(1)
+    _stop(ours())  # anything the first round started on its way out
+    if RAY_ADDRESS_FILE.exists() and not port_open(RAY_PORT):
+        RAY_ADDRESS_FILE.unlink(missing_ok=True)  # as `ray stop` does, so no one connects to a dead head
+    if not ours():
+        RECORD.unlink(missing_ok=True)  # all stopped: nothing of the tutorial's runs any more
 
 
 def main(argv: list[str]) -> int:
+    if "--remember" in argv:
+        port = argv[argv.index("--remember") + 1:][:1]
+        print(f"teardown will stop Ray session {remember(int(port[0]) if port else RAY_PORT)} and nothing else")
+        return 0
     if "--check" not in argv:
         shutdown()
     left = leftovers()
     for item in left:
         print(f"LEFT {item}")
-    print(f"port {PORT} closed, no Ray or vLLM process left" if not left else "teardown incomplete")
-    return 1 if left else 0
+    for item in foreign():
+        print(f"not started by this tutorial, left running: {item}")
+    if left:
+        print("teardown incomplete")
+        return 1
+    print(f"port {PORT} closed, no Ray or vLLM process of this tutorial left" if not port_open()
+          else f"no Ray or vLLM process of this tutorial left; port {PORT} belongs to someone else")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The notebook's shutdown stops what the notebook started, and nothing a reader already ran.
+
+Every test here runs beside foreign processes that look like Ray's and vLLM's (a process named
+`raylet`, one whose command line reads `VLLM::EngineCore`), each in a session of its own, and
+checks they survive:
+- the success path: the notebook's own cells in a real kernel, launch through Shut down;
+- an interrupted launch: the launch cell interrupted once Serve deploys, then Shut down;
+- a refusal: `bash ci/tutorial.sh` while another program listens on port 8000, which preflight
+  names and leaves alone, as does the script's exit trap.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from tutorial import teardown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def foreign(tmp_path):
+    """Processes the tutorial did not start; each must be alive after the test."""
+    shutil.copy(shutil.which("sleep"), tmp_path / "raylet")
+    procs = [subprocess.Popen([tmp_path / "raylet", "900"], start_new_session=True),
+             subprocess.Popen(["bash", "-c", "exec -a VLLM::EngineCore sleep 900"], start_new_session=True)]
+    yield procs
+    alive = [p.poll() is None for p in procs]
+    for p in procs:
+        p.kill()
+        p.wait()
+    assert alive == [True, True], "teardown stopped a process the tutorial did not start"
+
+
+def code_cells() -> list[str]:
+    return [c.source for c in nbformat.read(ROOT / "notebook.ipynb", 4).cells if c.cell_type == "code"]
+
+
+def cell(cells: list[str], marker: str) -> int:
+    (index,) = [i for i, source in enumerate(cells) if marker in source]
+    return index
+
+
+def run(kc, source: str, timeout: float) -> tuple[str, str]:
+    """Execute one cell; its status ("ok" or "error") and its printed text."""
+    text = []
+    reply = kc.execute_interactive(source, timeout=timeout,
+                                   output_hook=lambda msg: text.append(msg["content"].get("text", "")))
+    return reply["content"]["status"], "".join(text)
+
+
+@pytest.fixture
+def kernel():
+    assert teardown.leftovers() == [] and not teardown.port_open()
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(ROOT), env={**os.environ, "LLM_PROFILE": "cpu"})
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        left = teardown.leftovers()
+        teardown.shutdown()
+        assert left == [] and not teardown.port_open(), left
+
+
+def shut_down(kc, cells: list[str], foreign: list) -> None:
+    status, text = run(kc, cells[cell(cells, "serve shutdown -y")], 300)
+    assert status == "ok", text[-2000:]
+    # The interrupt must not have reached Ray's daemons: serve shutdown got its answer.
+    assert "gave up" not in text, text[-2000:]
+    assert "port 8000 closed, no Ray or vLLM process of this tutorial left" in text, text[-2000:]
+    for p in foreign:
+        assert f"not started by this tutorial, left running: pid {p.pid} " in text, text[-2000:]
+
+
+def test_shutdown_after_a_full_run_stops_only_what_the_notebook_started(foreign, kernel):
+    km, kc = kernel
+    cells = code_cells()
+    for source in cells[:cell(cells, "serve shutdown -y")]:  # the whole tutorial, as a reader runs it
+        status, text = run(kc, source, 900)
+        assert status == "ok", text[-2000:]
+    shut_down(kc, cells, foreign)
+
+
+def test_interrupted_launch_still_shuts_down_cleanly(foreign, kernel):
+    km, kc = kernel
+    cells = code_cells()
+    launch = cell(cells, "serve run serve_llama_3_1_70b:app")
+    for source in cells[:launch]:  # as a reader would: every cell before the launch, in order
+        status, text = run(kc, source, 300)
+        assert status == "ok", text[-2000:]
+    msg_id = kc.execute(cells[launch])
+    deadline = time.monotonic() + 120
+    while not teardown.port_open() and time.monotonic() < deadline:  # Serve's proxy is up: deploying
+        time.sleep(1)
+    assert teardown.port_open(), "serve run never started the proxy"
+    km.interrupt_kernel()
+    while True:  # the launch cell ends, interrupted
+        reply = kc.get_shell_msg(timeout=120)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    assert reply["content"]["status"] == "error"  # KeyboardInterrupt: the launch did not finish
+    shut_down(kc, cells, foreign)
+
+
+def test_a_foreign_listener_on_8000_stops_the_tutorial_and_survives_it(foreign):
+    assert teardown.leftovers() == [] and not teardown.port_open()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not teardown.port_open() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        out = subprocess.run(["bash", "ci/tutorial.sh"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                             env={**os.environ, "LLM_PROFILE": "cpu"})
+        assert out.returncode != 0, out.stdout[-3000:]
+        assert f"FAIL port 8000: already in use by pid {server.pid} (" in out.stdout, out.stdout[-3000:]
+        # Preflight stopped the run before anything started; the exit trap found nothing of ours.
+        assert "stopping the" not in out.stdout and "Ray runtime started" not in out.stdout, out.stdout[-3000:]
+        assert f"not started by this tutorial, left running: port 8000: pid {server.pid} " in out.stdout
+        assert server.poll() is None and teardown.port_open()
+    finally:
+        server.kill()
+        server.wait()
