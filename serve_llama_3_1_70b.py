@@ -1,9 +1,8 @@
 # serve_llama_3_1_70b.py: Llama 3.1 70B Instruct behind an OpenAI-compatible endpoint.
+# Written by notebook.ipynb (its "Configure the deployment" cell): edit it there.
 import os
 
 from ray.serve.llm import LLMConfig, build_openai_app
-
-from tutorial.profiles import apply_profile
 
 hf_token = os.environ.get("HF_TOKEN")
 
@@ -45,8 +44,14 @@ config = dict(
 )
 
 # LLM_PROFILE runs this same file on the machine at hand: a 135M model on a CPU or a GPU, or
-# the 70B's shape with random weights on this node's GPUs (tutorial/profiles.py). Unset, the
-# config above is deployed unchanged.
-llm_config = LLMConfig(**apply_profile(config, os.environ.get("LLM_PROFILE")))
+# the 70B's shape with random weights on this node's GPUs (tutorial/profiles.py, in the
+# tutorial's repository). Unset or "70b", the config above is deployed as it is, and this file
+# needs nothing but Ray.
+llm_args = config
+if os.environ.get("LLM_PROFILE", "70b") not in ("", "70b"):
+    from tutorial.profiles import apply_profile
+
+    llm_args = apply_profile(config, os.environ["LLM_PROFILE"])
+llm_config = LLMConfig(**llm_args)
 
 app = build_openai_app({"llm_configs": [llm_config]})

@@ -6,8 +6,9 @@ deployment once per Ray config (ci/bench_app.py), drives each with vLLM's own lo
 before the next starts. Results are written only when every server came up and every request
 succeeded; otherwise it says what failed, tears everything down and exits 1.
 
-  python ci/bench.py                       the H100 sweep: smollm2 and the 8B shape
-  python ci/bench.py --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
+  python -m ci.bench                       the H100 sweep: smollm2 and the 8B shape
+  python -m ci.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
+(from the repository root, as every `python -m ci.<name>`)
 """
 
 import argparse
@@ -24,13 +25,14 @@ import urllib.error
 from importlib import metadata
 from pathlib import Path
 
+from ci.model_dirs import checkpoint
+from ci.serve_deployment import DeploymentError, ServeDeployment, tail
+from tutorial import gpus, teardown
+from tutorial.facts import MODEL_ID
+from tutorial.profiles import PROFILES
+from tutorial.ready import models_ready
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from model_dirs import checkpoint  # noqa: E402
-from serve_deployment import DeploymentError, ServeDeployment, tail  # noqa: E402
-from tutorial import gpus, teardown  # noqa: E402
-from tutorial.profiles import PROFILES  # noqa: E402
-from tutorial.ready import MODEL_ID, _http, _models_ready  # noqa: E402
 
 MODELS = {"smollm2": "smollm2-135m", "8b": "tests/data/llama-3.1-8b-vocab49152.json"}
 # Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
@@ -112,7 +114,7 @@ class VllmServer:
                                      start_new_session=True)
         start, deadline = time.monotonic(), time.monotonic() + self.ready_s
         try:
-            while (reason := _models_ready(f"http://127.0.0.1:{VLLM_PORT}", MODEL_ID)) is not None:
+            while (reason := models_ready(f"http://127.0.0.1:{VLLM_PORT}", MODEL_ID)) is not None:
                 if self.proc.poll() is not None:
                     raise BenchError(f"vllm serve exited with {self.proc.returncode}:\n{tail(self.log)}")
                 if time.monotonic() > deadline:
@@ -159,7 +161,7 @@ class RayServeServer(ServeDeployment):
         self.config = config
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
                    BENCH_ENGINE_KWARGS=json.dumps(kwargs))
-        super().__init__("bench_app:app", ROOT / "ci", env, logdir / f"ray-serve-{config}.log", ready_s)
+        super().__init__("ci.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
 
     def frontend_pid(self) -> int:
         """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""
@@ -329,7 +331,7 @@ def main(argv: list[str]) -> int:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(args.out)  # never a half-written results file
-    from bench_plot import plot
+    from ci.bench_plot import plot
     plot(result, args.out.with_suffix(".png"))
     print(f"bench: wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

@@ -1,6 +1,6 @@
 """The tutorial's deployment with the benchmark's model and engine arguments swapped in.
 
-ci/bench.py deploys this with `serve run --app-dir ci bench_app:app`. Everything but the model
+ci/bench.py deploys this with `serve run ci.bench_app:app` from the repository root. Everything but the model
 and the engine arguments comes from serve_llama_3_1_70b.py through LLM_PROFILE, so the
 benchmark measures the deployment the tutorial teaches, with the engine plain `vllm serve` gets.
   BENCH_MODEL_DIR      the model directory (ci/model_dirs.py)
@@ -9,15 +9,11 @@ benchmark measures the deployment the tutorial teaches, with the engine plain `v
 
 import json
 import os
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ray.serve.llm import LLMConfig, build_openai_app
 
-from ray.serve.llm import LLMConfig, build_openai_app  # noqa: E402
-
-from serve_llama_3_1_70b import config  # noqa: E402
-from tutorial.profiles import apply_profile  # noqa: E402
+from serve_llama_3_1_70b import config
+from tutorial.profiles import apply_profile
 
 args = apply_profile(config, os.environ["LLM_PROFILE"])
 args["model_loading_config"]["model_source"] = os.environ["BENCH_MODEL_DIR"]

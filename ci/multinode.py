@@ -1,9 +1,9 @@
 """Measure the deployment ci/multinode.sh started across two Ray nodes, then write the results.
 
-  python ci/multinode.py measure OUT.json         placement, answer, KV cache, benchmark
-  python ci/multinode.py lose-node OUT.json       kill the worker node under load, add what clients saw
-  python ci/multinode.py record PP.json TP.json   ci/results/multinode-<gpu>x<n>.json and .png
-  python ci/multinode.py plot RESULTS.json        redraw the .png from a results file
+  python -m ci.multinode measure OUT.json         placement, answer, KV cache, benchmark
+  python -m ci.multinode lose-node OUT.json       kill the worker node under load, add what clients saw
+  python -m ci.multinode record PP.json TP.json   ci/results/multinode-<gpu>x<n>.json and .png
+  python -m ci.multinode plot RESULTS.json        redraw the .png from a results file
 
 `measure` and `lose-node` run against the running endpoint; `lose-node` kills the worker node.
 `record` adds the one-node tensor-parallel benchmark (ci/bench.py's output) for comparison.
@@ -20,13 +20,13 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import bench  # first: it puts the repository root on the import path
 import psutil
-from bench_plot import plot
-from notebook_results import engine_lines
 
 import capacity
-from tutorial import gpus, placement, ready, teardown
+from ci import bench
+from ci.bench_plot import plot
+from ci.notebook_results import engine_lines
+from tutorial import facts, gpus, placement, ready, teardown
 from tutorial.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,8 @@ def kv_tokens() -> int:
 
 
 def chat(max_tokens: int = 16, timeout: float = 60) -> tuple[int, dict | str]:
-    status, body = ready._http("POST", f"{ready.BASE_URL}/v1/chat/completions", {
-        "model": ready.MODEL_ID, "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+    status, body = ready.request("POST", f"{ready.BASE_URL}/v1/chat/completions", {
+        "model": facts.MODEL_ID, "messages": [{"role": "user", "content": "What is 2 + 2?"}],
         "max_tokens": max_tokens, "temperature": 0}, timeout=timeout)
     try:
         return status, json.loads(body)

@@ -35,8 +35,8 @@ curl -sS --fail-with-body --max-time 120 http://127.0.0.1:8000/v1/chat/completio
   -H "Content-Type: application/json" \
   -d '{"model": "my-llama-3.1-70b", "max_tokens": 16, "messages": [{"role": "user", "content": "What is 2 + 2?"}]}'
 echo
-python ci/multinode.py measure "$work/pp2.json"
-python ci/multinode.py lose-node "$work/pp2.json" || echo "multinode: the node-loss step failed"
+python -m ci.multinode measure "$work/pp2.json"
+python -m ci.multinode lose-node "$work/pp2.json" || echo "multinode: the node-loss step failed"
 python -m tutorial.teardown
 
 # The same shape on one node: tensor parallel 2, the deployment ci/bench.py starts itself; or
@@ -44,7 +44,7 @@ python -m tutorial.teardown
 tp2=${TP2_RESULTS:-$work/bench-tp2.json}
 if [ -z "${TP2_RESULTS:-}" ]; then
   unset REHEARSAL_PIPELINE_PARALLEL_SIZE REHEARSAL_TENSOR_PARALLEL_SIZE
-  python ci/bench.py --models 70b-fp8 --servers ray-serve --ray-configs default --concurrency 1 16 64 \
+  python -m ci.bench --models 70b-fp8 --servers ray-serve --ray-configs default --concurrency 1 16 64 \
     --min-prompts 8 --out "$tp2"
 fi
-python ci/multinode.py record "$work/pp2.json" "$tp2"
+python -m ci.multinode record "$work/pp2.json" "$tp2"

@@ -1,6 +1,6 @@
 """Summarise an executed notebook (nbmake --overwrite) as the results JSON of a GPU run.
 
-  python ci/notebook_results.py EXECUTED.ipynb --rc PYTEST_EXIT_CODE --out RESULTS.json
+  python -m ci.notebook_results EXECUTED.ipynb --rc PYTEST_EXIT_CODE --out RESULTS.json
 """
 
 import argparse
@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 import nbformat
+
+from tutorial import teardown
 
 FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version", "notebook_sha256", "profile",
           "passed", "cells_failed", "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "engine", "date")
@@ -100,7 +102,7 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
         "time_to_ready_s": time_to_ready(code),
         "first_token_s": _find(r"first after (\d+(?:\.\d+)?) s", out),
         "answer": answer,
-        "shutdown_verified": "port 8000 closed, no Ray or vLLM process left" in out,
+        "shutdown_verified": teardown.CLEAN in out,
         "engine": engine_lines(),
         "date": datetime.date.today().isoformat(),
     }

@@ -8,15 +8,12 @@ started (and nothing else) and raises if anything of it is left.
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tutorial import teardown  # noqa: E402
-from tutorial.metrics import METRICS_PORT  # noqa: E402
-from tutorial.ready import wait_until_ready  # noqa: E402
+from tutorial import teardown
+from tutorial.facts import METRICS_PORT, MIN_CPUS
+from tutorial.ready import wait_until_ready
 
 
 class DeploymentError(RuntimeError):
@@ -31,7 +28,7 @@ def tail(path: Path, lines: int = 40) -> str:
 class ServeDeployment:
     port = teardown.PORT
 
-    def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float, num_cpus: int = 4):
+    def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float, num_cpus: int = MIN_CPUS):
         """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment;
         the head declares at least `num_cpus` logical CPUs (scheduling slots, not cores)."""
         self.target, self.app_dir, self.log, self.ready_s = target, app_dir, log, ready_s

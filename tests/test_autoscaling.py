@@ -11,7 +11,6 @@ import datetime
 import glob
 import json
 import os
-import sys
 import threading
 import time
 from importlib import metadata
@@ -19,15 +18,14 @@ from pathlib import Path
 
 import httpx
 
+from ci.autoscaling_plot import plot
+from ci.serve_deployment import ServeDeployment
+from tutorial import autoscaling, gpus, ready
+from tutorial.facts import MODEL_ID
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "ci"))
-from autoscaling_plot import plot  # noqa: E402
-from serve_deployment import ServeDeployment  # noqa: E402
 
-from tutorial import autoscaling, gpus  # noqa: E402
-from tutorial.ready import MODEL_ID  # noqa: E402
-
-CHAT = "http://127.0.0.1:8000/v1/chat/completions"
+CHAT = f"{ready.BASE_URL}/v1/chat/completions"
 PROFILE = os.environ.get("AUTOSCALING_PROFILE", "cpu-autoscale")
 MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves

@@ -6,7 +6,6 @@ network ports (so Serve runs one HTTP proxy, on the head), and the worker keeps 
 directory of its own, as it would on its own disk.
 """
 
-import glob
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tutorial import metrics, ready, teardown
+from tutorial import facts, metrics, ready, teardown
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, RAY_AUTH_MODE="token")
@@ -94,8 +93,8 @@ def test_a_replica_on_the_worker_node_answers_and_its_logs_and_metrics_are_found
     subprocess.run(["serve", "run", "serve_llama_3_1_70b:app", "--non-blocking"], cwd=ROOT, env=env, check=True,
                    timeout=900)
     ready.wait_until_ready(timeout_s=600)
-    status, body = ready._http("POST", f"{ready.BASE_URL}/v1/chat/completions", {
-        "model": ready.MODEL_ID, "messages": [{"role": "user", "content": "What is 2+2? Answer with a number."}],
+    status, body = ready.request("POST", f"{ready.BASE_URL}/v1/chat/completions", {
+        "model": facts.MODEL_ID, "messages": [{"role": "user", "content": "What is 2+2? Answer with a number."}],
         "max_tokens": 8, "temperature": 0})
     assert status == 200 and "4" in json.loads(body)["choices"][0]["message"]["content"], body
 

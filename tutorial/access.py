@@ -13,6 +13,8 @@ import os
 
 import psutil
 
+from tutorial.facts import HTTP_PORT
+
 KEY_ENV = "SERVE_API_KEY"
 _UNAUTHORIZED = json.dumps(
     {
@@ -53,7 +55,7 @@ def middlewares() -> list:
     return [Middleware(RequireApiKey, key=key)] if key else []
 
 
-def listen_addresses(port: int = 8000) -> list[str]:
+def listen_addresses(port: int = HTTP_PORT) -> list[str]:
     """The local addresses a TCP socket on `port` listens on, e.g. ['127.0.0.1:8000']."""
     return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.net_connections("tcp")
                    if c.status == psutil.CONN_LISTEN and c.laddr.port == port})

@@ -7,7 +7,9 @@ from Ray's dashboard API, the same source `serve status` uses. Run: python -m tu
 
 import sys
 
-DASHBOARD = "http://127.0.0.1:8265"
+from tutorial.facts import DASHBOARD_PORT
+
+DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 APP = "default"  # the name `serve run` gives an application that names none
 ENGINE_PREFIX = "LLMServer"  # Ray Serve LLM names the engine deployment LLMServer:<model id>
 SHOWN = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s",

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-METRICS_PORT = 8080
+from tutorial.facts import METRICS_PORT
+
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 # Ray's names for the vLLM metrics this tutorial watches (histograms as _sum and _count).
 TTFT = "ray_vllm_time_to_first_token_seconds"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import capacity
 from tutorial import gpus, teardown
+from tutorial.facts import HTTP_PORT, METRICS_PORT, RAY_PORT
 from tutorial.gpus import ray_gpu_type
 
 GIB = 1024**3
@@ -24,7 +25,7 @@ PLANNER_MODELS = {
     "unsloth/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
 }
-PORTS = {8000: "Ray Serve's HTTP endpoint", 6379: "a Ray head node", 8080: "Ray's metrics endpoint"}
+PORTS = {HTTP_PORT: "Ray Serve's HTTP endpoint", RAY_PORT: "a Ray head node", METRICS_PORT: "Ray's metrics endpoint"}
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The one switch: LLM_PROFILE swaps the 70B config for one that runs on the machine at hand.
 
-Unset, serve_llama_3_1_70b.py deploys exactly its own config. Every profile keeps the served
+Unset or "70b", serve_llama_3_1_70b.py deploys exactly its own config. Every profile keeps the served
 model id, so every client cell runs unchanged, and replaces only what binds the config to eight
 A100s and real weights:
   cpu             the 135M model on a CPU, one replica
@@ -136,12 +136,16 @@ PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal":
             "rehearsal-fp8": lambda: rehearsal("fp8")}
 
 
+DEFAULT = "70b"  # the explicit name of "unset": the 70B config, unchanged
+
+
 def apply_profile(config: dict, profile: str | None) -> dict:
-    """Return the LLMConfig arguments for `profile`; None or "" returns `config` unchanged."""
-    if not profile:
+    """Return the LLMConfig arguments for `profile`; None, "" or "70b" returns `config` unchanged."""
+    if not profile or profile == DEFAULT:
         return config
     if profile not in PROFILES:
-        raise ValueError(f"LLM_PROFILE={profile!r} is not one of {sorted(PROFILES)}; unset it for the 70B default")
+        raise ValueError(f"LLM_PROFILE={profile!r} is not one of {sorted([DEFAULT, *PROFILES])}; "
+                         f"{DEFAULT} (or unset) is the 70B default")
     override = PROFILES[profile]()
     out = copy.deepcopy(config)
     out["model_loading_config"]["model_source"] = override.get("model_source", str(SMALL_MODEL_DIR))

@@ -16,13 +16,13 @@ import urllib.error
 import urllib.request
 
 from tutorial.access import KEY_ENV
+from tutorial.facts import HTTP_PORT, MODEL_ID, READY_TIMEOUT_S
 
-BASE_URL = "http://127.0.0.1:8000"
-MODEL_ID = "my-llama-3.1-70b"
+BASE_URL = f"http://127.0.0.1:{HTTP_PORT}"
 LOG_DIR = "/tmp/ray/session_latest/logs/serve"
 
 
-def _http(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, str]:
+def request(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if os.environ.get(KEY_ENV):  # the optional key check (tutorial/access.py) is on
@@ -78,10 +78,10 @@ def _cluster_log_tails(lines: int) -> list[str]:
     return parts
 
 
-def _models_ready(base_url: str, model: str) -> str | None:
+def models_ready(base_url: str, model: str) -> str | None:
     """None when /v1/models lists `model`, else a short reason."""
     try:
-        code, body = _http("GET", f"{base_url}/v1/models", timeout=10)
+        code, body = request("GET", f"{base_url}/v1/models", timeout=10)
     except (urllib.error.URLError, OSError) as e:
         return f"no answer ({getattr(e, 'reason', e)})"
     if code != 200:
@@ -90,7 +90,7 @@ def _models_ready(base_url: str, model: str) -> str | None:
     return None if model in ids else f"model not listed yet ({ids})"
 
 
-def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s: float = 1800, poll_s: float = 10) -> float:
+def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s: float = READY_TIMEOUT_S, poll_s: float = 10) -> float:
     """Block until `model` answers a chat completion; return the seconds it took."""
     start = time.monotonic()
     deadline = start + timeout_s
@@ -101,7 +101,7 @@ def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s:
         return RuntimeError(f"{why} after {time.monotonic() - start:.0f} s; the replica logs are printed above")
 
     while time.monotonic() < deadline:
-        reason = _models_ready(base_url, model)
+        reason = models_ready(base_url, model)
         if reason is None:
             break
         status = app_status()
@@ -115,7 +115,7 @@ def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s:
     one_token = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
     remaining = max(deadline - time.monotonic(), 1)
     try:
-        code, body = _http("POST", f"{base_url}/v1/chat/completions", one_token, timeout=remaining)
+        code, body = request("POST", f"{base_url}/v1/chat/completions", one_token, timeout=remaining)
     except (urllib.error.URLError, OSError) as e:
         raise fail(f"the first chat completion failed ({e})") from e
     if code != 200:

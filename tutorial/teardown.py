@@ -21,14 +21,16 @@ from pathlib import Path
 
 import psutil
 
-PORT = 8000
-RAY_PORT = 6379
+from tutorial.facts import HTTP_PORT, RAY_PORT
+
+PORT = HTTP_PORT
 # What the tutorial adopted; ignored by git.
 RECORD = Path(__file__).resolve().parent.parent / ".tutorial-cluster.json"
 RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it, `ray stop` deletes it
 # Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
 PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore")
 GRACE_S = 30
+CLEAN = f"port {PORT} closed, no Ray or vLLM process of this tutorial left"  # the last line when all is stopped
 
 
 def port_open(port: int = PORT) -> bool:
@@ -109,9 +111,10 @@ def foreign() -> list[str]:
 
 def leftovers() -> list[str]:
     """What the tutorial started that still runs."""
-    left = [f"process {describe(p)}" for p in ours()]
+    procs = ours()
+    left = [f"process {describe(p)}" for p in procs]
     owner = listener(PORT)
-    if owner is not None and owner.pid in {p.pid for p in ours()}:
+    if owner is not None and owner.pid in {p.pid for p in procs}:
         left.insert(0, f"port {PORT} is still listening")
     return left
 
@@ -172,7 +175,7 @@ def main(argv: list[str]) -> int:
     if left:
         print("teardown incomplete")
         return 1
-    print(f"port {PORT} closed, no Ray or vLLM process of this tutorial left" if not port_open()
+    print(CLEAN if not port_open()
           else f"no Ray or vLLM process of this tutorial left; port {PORT} belongs to someone else")
     return 0
 
