@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 GIB = 1024**3
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
 MODELS = {p.stem: p for p in sorted(MODELS_DIR.glob("*.json"))}
 
 # Memory as the CUDA runtime reports it (cudaMemGetInfo's total), which is what vLLM multiplies

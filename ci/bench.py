@@ -195,7 +195,7 @@ def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_l
     return {k: result.get(k) for k in FIELDS}
 
 
-class Profile:
+class PySpy:
     """py-spy samples of the server's frontend process while one level runs, as collapsed stacks."""
 
     def __init__(self, server, seconds: float, path: Path):
@@ -223,17 +223,17 @@ class Profile:
 
 
 def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, outdir: Path,
-          profile_levels: list[int], profile_s: float, logdir: Path) -> list[dict]:
+          py_spy_levels: list[int], py_spy_s: float, logdir: Path) -> list[dict]:
     runs = []
     for c in levels:
         prompts = max(sizes["min_prompts"], sizes["prompts_per_concurrency"] * c)
-        profile = contextlib.nullcontext()
-        if c in profile_levels:
-            profile = Profile(server, profile_s, logdir / f"profile-{model}-{server.name}-{server_config(server)}-c{c}.txt")
-        with profile:
+        sampler = contextlib.nullcontext()
+        if c in py_spy_levels:
+            sampler = PySpy(server, py_spy_s, logdir / f"py-spy-{model}-{server.name}-{server_config(server)}-c{c}.txt")
+        with sampler:
             r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
-        if c in profile_levels:
-            r["profile_top"] = profile.top()
+        if c in py_spy_levels:
+            r["profile_top"] = sampler.top()
         print(f"{model} {server.name} {server_config(server)} c={c}: {r['output_throughput']:.0f} tok/s, "
               f"TTFT {r['median_ttft_ms']:.1f} ms, TPOT {r['median_tpot_ms']:.2f} ms, failed {r['failed']}", flush=True)
         if r["failed"]:
@@ -269,7 +269,7 @@ def benchmark(args) -> dict:
                            for c in args.ray_configs]
             for server in candidates:
                 with server:
-                    runs += sweep(server, name, model_dir, levels, sizes, tmp, args.profile, args.profile_s,
+                    runs += sweep(server, name, model_dir, levels, sizes, tmp, args.py_spy, args.py_spy_s,
                                   args.logdir)
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
@@ -307,8 +307,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
     p.add_argument("--concurrency", nargs="+", type=int)
     p.add_argument("--min-prompts", type=int, help="requests at least per level (default: the load's own)")
-    p.add_argument("--profile", nargs="*", type=int, default=[], help="concurrency levels to profile with py-spy")
-    p.add_argument("--profile-s", type=float, default=8, help="seconds of py-spy sampling per profiled level")
+    p.add_argument("--py-spy", nargs="*", type=int, default=[], help="concurrency levels to sample with py-spy")
+    p.add_argument("--py-spy-s", type=float, default=8, help="seconds of py-spy sampling per sampled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
     p.add_argument("--out", type=Path, help="results JSON (default ci/results/bench-h100.json, or bench-cpu.json)")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")

