@@ -35,7 +35,8 @@ def test_teardown_stops_an_adopted_listener_on_8000(tmp_path, monkeypatch):
     server = serve_8000()
     try:
         teardown.remember_session(server.pid)
-        assert teardown.leftovers() == ["port 8000 is still listening", f"process {teardown.describe(psutil.Process(server.pid))}"]
+        process = f"process {teardown.describe(psutil.Process(server.pid))}"
+        assert teardown.leftovers() == ["port 8000 is still listening", process]
         assert teardown.main(["--check"]) == 1
         teardown.shutdown()
         assert server.wait(timeout=5) is not None and not teardown.port_open()

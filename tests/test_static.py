@@ -268,3 +268,12 @@ def test_the_cells_write_the_facts_the_helpers_use():
     assert found(r"--metrics-export-port (\d+)|127\.0\.0\.1:(\d+)/metrics") == {str(facts.METRICS_PORT)}
     assert found(r'READY_TIMEOUT_S:-(\d+)|"READY_TIMEOUT_S", (\d+)') == {str(facts.READY_TIMEOUT_S)}
     assert found(r"> (\d+) \? \$\(nproc\) : (\d+)") == {str(facts.MIN_CPUS)}
+
+
+def test_importing_the_helpers_does_not_import_ray():
+    """Ray reads RAY_AUTH_MODE once, when imported: a helper that imports it at the top would fix
+    the mode before a test or a cell sets it (pytest imports every test module first)."""
+    code = ("import sys; import ci.multinode, ci.bench, tutorial.placement, tutorial.preflight, tutorial.ready, "
+            "tutorial.autoscaling, tutorial.metrics, tutorial.teardown; print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

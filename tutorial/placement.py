@@ -13,8 +13,6 @@ Ray must be told RAY_AUTH_MODE=token before it is imported, as every cell of the
 import json
 import sys
 
-from ray.util.state import list_actors, list_nodes
-
 REPLICA_CLASS = "LLMServer"  # Ray Serve LLM's engine replica: ServeReplica:default:LLMServer:...
 WORKER_CLASSES = ("RayWorkerProc", "RayWorkerWrapper")  # vLLM's GPU worker, one per tensor and pipeline rank
 
@@ -22,6 +20,9 @@ WORKER_CLASSES = ("RayWorkerProc", "RayWorkerWrapper")  # vLLM's GPU worker, one
 def engine_placement() -> dict:
     """{"nodes": {node_id: "ip (head)"}, "replicas": [...], "workers": [...], "worker_nodes": n};
     replicas and workers are {"node_id", "pid"}, sorted by node."""
+    # Imported here: Ray reads RAY_AUTH_MODE when it is imported, so importing this module must not.
+    from ray.util.state import list_actors, list_nodes
+
     nodes = {n.node_id: n.node_ip + (" (head)" if n.is_head_node else "")
              for n in list_nodes(filters=[("state", "=", "ALIVE")])}
     actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
