@@ -37,9 +37,13 @@ LOAD = dict(bench.GPU_LOAD, min_prompts=8)  # ci/multinode.sh gives the one-node
 LOSS_WATCH_S = 90  # how long clients keep sending after the worker node is killed
 
 
-def kv_tokens() -> int:
-    """vLLM's own count of the KV cache, from the engine's start-up log on either node."""
-    lines = engine_lines("/tmp/ray/session_latest/logs") + engine_lines(f"{WORKER_DIR}/session_latest/logs")
+def both_nodes_engine_lines() -> list[str]:
+    """The engine's start-up lines from the head's and the worker node's Ray logs."""
+    return engine_lines("/tmp/ray/session_latest/logs") + engine_lines(f"{WORKER_DIR}/session_latest/logs")
+
+
+def kv_tokens(lines: list[str]) -> int:
+    """vLLM's own count of the KV cache, from the engine's start-up lines."""
     found = [int(m.group(1).replace(",", "")) for line in lines if (m := re.search(r"GPU KV cache size: ([\d,]+)", line))]
     if not found:
         raise RuntimeError("no 'GPU KV cache size' line in the engine logs")
@@ -77,13 +81,7 @@ def lose_worker_node() -> dict:
         t.start()
     time.sleep(20)
     killed_at = time.monotonic() - start
-    victims = []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) == sid:
-                victims.append(p)
-        except (ProcessLookupError, PermissionError):
-            pass
+    victims = teardown.in_sessions({sid})
     for p in victims:
         try:
             p.kill()
@@ -122,7 +120,8 @@ def measure(out: Path) -> None:
                          pipeline_parallel_size=engine["pipeline_parallel_size"],
                          max_model_len=engine["max_model_len"], weight_dtype="fp8",
                          enforce_eager=engine.get("enforce_eager", False))
-    vllm_kv = kv_tokens()
+    lines = both_nodes_engine_lines()
+    vllm_kv = kv_tokens(lines)
     print(f"KV cache: vLLM {vllm_kv} tokens, planner {plan.kv_cache_tokens}", flush=True)
 
     class Running:  # the deployment ci/multinode.sh started, for bench.sweep
@@ -137,8 +136,7 @@ def measure(out: Path) -> None:
         answer_tokens=usage.get("completion_tokens"), vllm_kv_tokens=vllm_kv, planner_kv_tokens=plan.kv_cache_tokens,
         planner=dict(weights_gib_per_gpu=plan.weights_gib_per_gpu, other_gib_per_gpu=plan.other_gib_per_gpu,
                      kv_cache_gib_per_gpu=plan.kv_cache_gib_per_gpu),
-        engine=[line for line in engine_lines("/tmp/ray/session_latest/logs") + engine_lines(
-            f"{WORKER_DIR}/session_latest/logs")], runs=runs), indent=2) + "\n")
+        engine=lines, runs=runs), indent=2) + "\n")
 
 
 def lose_node(path: Path) -> None:

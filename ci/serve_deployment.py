@@ -16,6 +16,12 @@ from tutorial.facts import METRICS_PORT, MIN_CPUS
 from tutorial.ready import wait_until_ready
 
 
+def occupied() -> list[str]:
+    """What keeps a deployment from starting here: processes of the tutorial's own cluster, or
+    whoever holds port 8000."""
+    return teardown.leftovers() or (teardown.foreign() if teardown.port_open() else [])
+
+
 class DeploymentError(RuntimeError):
     pass
 
@@ -46,8 +52,8 @@ class ServeDeployment:
             raise DeploymentError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
 
     def __enter__(self):
-        if teardown.leftovers() or teardown.port_open():
-            raise DeploymentError(f"something already runs here: {teardown.leftovers() or teardown.foreign()}")
+        if running := occupied():
+            raise DeploymentError(f"something already runs here: {running}")
         start = time.monotonic()
         cpus = str(max(os.cpu_count() or 1, self.num_cpus))  # the engine and the ingress each need a logical CPU
         try:
@@ -70,5 +76,5 @@ class ServeDeployment:
 
     def __exit__(self, *exc):
         teardown.shutdown()
-        if teardown.leftovers() or teardown.port_open():
-            raise DeploymentError(f"teardown left {teardown.leftovers() or teardown.foreign()}")
+        if left := occupied():
+            raise DeploymentError(f"teardown left {left}")

@@ -82,9 +82,8 @@ def remember(port: int = RAY_PORT) -> int:
     return remember_session(node.pid)
 
 
-def ours() -> list[psutil.Process]:
-    """Running processes of the adopted sessions, this one excluded."""
-    sids = set(sessions())
+def in_sessions(sids: set[int]) -> list[psutil.Process]:
+    """Running processes whose session is one of `sids`, this one excluded."""
     found = []
     for p in psutil.process_iter():
         try:
@@ -93,6 +92,11 @@ def ours() -> list[psutil.Process]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             pass
     return found
+
+
+def ours() -> list[psutil.Process]:
+    """Running processes of the adopted sessions."""
+    return in_sessions(set(sessions()))
 
 
 def foreign() -> list[str]:
