@@ -13,7 +13,7 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--record", action="store_true",
-                     help="write the measured figures to ci/results/ (tests leave the tree clean without it)")
+                     help="write the measured figures to docs/results/ (tests leave the tree clean without it)")
 
 
 @pytest.hookimpl(trylast=True)

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 export LLM_PROFILE=${LLM_PROFILE-gpu}
 export READY_TIMEOUT_S=${READY_TIMEOUT_S:-1800}
-results=${RESULTS_DIR:-ci/results}
+results=${RESULTS_DIR:-docs/results}
 mkdir -p "$results"
 
 python -m tutorial.small_model || exit 1

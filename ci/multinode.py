@@ -2,11 +2,11 @@
 
   python -m ci.multinode measure OUT.json         placement, answer, KV cache, benchmark
   python -m ci.multinode lose-node OUT.json       kill the worker node under load, add what clients saw
-  python -m ci.multinode record PP.json TP.json   ci/results/multinode-<gpu>x<n>.json and .png
+  python -m ci.multinode record PP.json TP.json   docs/results/multinode-<gpu>x<n>.json and .png
   python -m ci.multinode plot RESULTS.json        redraw the .png from a results file
 
 `measure` and `lose-node` run against the running endpoint; `lose-node` kills the worker node.
-`record` adds the one-node tensor-parallel benchmark (ci/bench.py's output) for comparison.
+`record` adds the one-node tensor-parallel benchmark (benchmarks/bench.py's output) for comparison.
 """
 
 import collections
@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 import capacity
-from ci import bench
-from ci.bench_plot import plot
+from benchmarks import bench
+from benchmarks.bench_plot import plot
 from ci.notebook_results import engine_lines
 from tutorial import facts, gpus, placement, ready, teardown
 from tutorial.profiles import PROFILES
@@ -171,7 +171,7 @@ def record(pp_path: Path, tp_path: Path) -> Path:
                   "tp2_date": tp["date"], "tp2_device": tp["device"]},
         "node_loss": pp.get("node_loss"),
     }
-    out = ROOT / "ci/results" / f"multinode-{pp['gpu'].lower()}x{pp['gpu_count']}.json"
+    out = ROOT / "docs/results" / f"multinode-{pp['gpu'].lower()}x{pp['gpu_count']}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     draw(out)
     return out

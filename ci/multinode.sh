@@ -2,7 +2,7 @@
 # The notebook's "When one node is not enough", run for real on one host with two GPUs: a head
 # node and a worker node that joins it, one GPU each, the 70B's shape (fp8, random weights) split
 # into two pipeline stages, one per node. Then the same shape at tensor parallel 2 on one node, for
-# comparison. Writes ci/results/multinode-<gpu>x2.json and .png.
+# comparison. Writes docs/results/multinode-<gpu>x2.json and .png.
 # What differs from two hosts, all for sharing one: each node gets its GPU by CUDA_VISIBLE_DEVICES,
 # the worker its own --temp-dir, agent and node-manager ports, and Serve one proxy (HeadOnly), as
 # both nodes would bind port 8000; NCCL between the stages runs inside the host, not over a network.
@@ -39,12 +39,12 @@ python -m ci.multinode measure "$work/pp2.json"
 python -m ci.multinode lose-node "$work/pp2.json" || echo "multinode: the node-loss step failed"
 python -m tutorial.teardown
 
-# The same shape on one node: tensor parallel 2, the deployment ci/bench.py starts itself; or
+# The same shape on one node: tensor parallel 2, the deployment benchmarks/bench.py starts itself; or
 # TP2_RESULTS, an earlier run of that command on the same kind of host.
 tp2=${TP2_RESULTS:-$work/bench-tp2.json}
 if [ -z "${TP2_RESULTS:-}" ]; then
   unset REHEARSAL_PIPELINE_PARALLEL_SIZE REHEARSAL_TENSOR_PARALLEL_SIZE
-  python -m ci.bench --models 70b-fp8 --servers ray-serve --ray-configs default --concurrency 1 16 64 \
+  python -m benchmarks.bench --models 70b-fp8 --servers ray-serve --ray-configs default --concurrency 1 16 64 \
     --min-prompts 8 --out "$tp2"
 fi
 python -m ci.multinode record "$work/pp2.json" "$tp2"

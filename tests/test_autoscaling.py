@@ -3,7 +3,7 @@ from one replica to two under streaming load and back to one after it, and no re
 
 The load is bounded: streaming clients on loopback (three times the target per replica), each
 request capped at a few dozen tokens, for at most the deadlines below. `pytest --record` writes
-ci/results/autoscaling-cpu.json and its plot. On a node with two GPUs, AUTOSCALING_PROFILE=gpu
+docs/results/autoscaling-cpu.json and its plot. On a node with two GPUs, AUTOSCALING_PROFILE=gpu
 runs the same with one replica per GPU and records autoscaling-<gpu>x2.json.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from ci.autoscaling_plot import plot
-from ci.serve_deployment import ServeDeployment
+from benchmarks.autoscaling_plot import plot
+from benchmarks.serve_deployment import ServeDeployment
 from tutorial import autoscaling, gpus, ready
 from tutorial.facts import MODEL_ID
 
@@ -31,7 +31,7 @@ MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
 SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
 ON_GPU = not PROFILE.startswith("cpu")
-RESULTS_FILE = ROOT / "ci" / "results" / (
+RESULTS_FILE = ROOT / "docs" / "results" / (
     f"autoscaling-{(gpus.node_type() or 'gpu').lower()}x{len(gpus.detect())}.json" if ON_GPU else "autoscaling-cpu.json")
 
 

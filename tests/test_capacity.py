@@ -57,12 +57,12 @@ def test_quantization_and_replicas_raise_concurrency():
     (["--model", "llama-9000"], "unknown model 'llama-9000'"),
     (["--model", "llama-3.1-70b", "--gpu", "B300"], "unknown GPU 'B300'"),
     (["--model", "llama-3.1-70b", "--tensor-parallel-size", "3"], "does not divide the 64 attention heads"),
-    (["--model", "tests/data/odd-kv-heads-config.json", "--tensor-parallel-size", "12"], "does not divide the 8 KV heads"),
+    (["--model", "tests/fixtures/data/odd-kv-heads-config.json", "--tensor-parallel-size", "12"], "does not divide the 8 KV heads"),
     (["--model", "llama-3.1-70b", "--max-model-len", "0"], "--max-model-len must be positive"),
     (["--model", "llama-3.1-70b", "--replicas", "-1"], "--replicas must be positive"),
     (["--model", "llama-3.1-70b", "--gpu-memory-utilization", "1.5"], "must be in (0, 1]"),
     (["--model", "llama-3.1-70b", "--max-num-batched-tokens", "0"], "--max-num-batched-tokens must be positive"),
-    (["--model", "tests/data/incomplete-config.json"], "config lacks positive integer fields"),
+    (["--model", "tests/fixtures/data/incomplete-config.json"], "config lacks positive integer fields"),
     (["--model", "README.md"], "not a readable JSON config"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):

@@ -1,4 +1,4 @@
-"""Tests that read only committed results (ci/results/) and the figures the notebook quotes
+"""Tests that read only committed results (docs/results/) and the figures the notebook quotes
 from them: no cluster, no GPU. They fail when a results file, its plot and the text that quotes
 it drift apart, or when a recorded run no longer meets its bar.
 """
@@ -13,52 +13,52 @@ import pytest
 
 import capacity
 from ci import notebook_results
-from ci.autoscaling_plot import plot
-from ci.bench_plot import table
+from benchmarks.autoscaling_plot import plot
+from benchmarks.bench_plot import table
 from ci.multinode import draw
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
 NOTEBOOK_SHA256 = hashlib.sha256("".join(c.source + "\n" for c in NOTEBOOK.cells if c.cell_type == "code").encode()).hexdigest()
-RESULTS = json.loads((ROOT / "ci/results/bench-h100.json").read_text())
-VALIDATION = json.loads((ROOT / "ci/results/capacity-validation.json").read_text())
+RESULTS = json.loads((ROOT / "docs/results/bench-h100.json").read_text())
+VALIDATION = json.loads((ROOT / "docs/results/capacity-validation.json").read_text())
 RUN_FIELDS = ("model", "server", "config", "concurrency", "output_throughput", "median_ttft_ms", "p99_ttft_ms",
               "median_tpot_ms", "failed")
 
 
 @pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
 def test_autoscaling_figures_in_the_notebook_are_the_results(name):
-    r = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
+    r = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
     assert f"serving {r['scale_up_s']} s after the load began" in text
     assert f"back to one replica {r['scale_down_s']} s after the load dropped" in text
     assert f"All {r['load']['requests']} requests completed: {r['load']['failed']} failed" in text
-    assert "![Replicas and output tokens per second over time" in text and f"(ci/results/{name}.png)" in text
+    assert "![Replicas and output tokens per second over time" in text and f"(docs/results/{name}.png)" in text
     assert r["load"]["failed"] == r["load"]["broken_streams"] == 0
     assert r["max_replicas_seen"] == 2 and r["final_replicas"] == 1
 
 
 @pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
 def test_autoscaling_plot_is_regenerated_from_its_results(tmp_path, name):
-    plot(json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text()), tmp_path / "a.png")
-    assert (tmp_path / "a.png").read_bytes() == (ROOT / "ci" / "results" / f"{name}.png").read_bytes()
+    plot(json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text()), tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes() == (ROOT / "docs" / "results" / f"{name}.png").read_bytes()
 
 
 @pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2"])
 def test_gpu_results_that_cover_an_earlier_notebook_say_so(name):
-    result = json.loads((ROOT / "ci" / "results" / f"{name}.json").read_text())
+    result = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     (line,) = [line for c in NOTEBOOK.cells if c.cell_type == "markdown"
-               for line in c.source.splitlines() if line.startswith(f"- [`ci/results/{name}.json`]")]
+               for line in c.source.splitlines() if line.startswith(f"- [`docs/results/{name}.json`]")]
     assert (result["notebook_sha256"] == NOTEBOOK_SHA256) != ("covers an earlier revision" in line), line
 
 
 def test_multinode_results_and_the_notebook_agree():
-    r = json.loads((ROOT / "ci" / "results" / "multinode-h200x2.json").read_text())
+    r = json.loads((ROOT / "docs" / "results" / "multinode-h200x2.json").read_text())
     # What the two-node run must show: workers on both nodes, an answer, no failed request.
     assert (r["nodes"], r["placement_nodes"], r["answer_ok"]) == (2, 2, True)
     assert (r["tensor_parallel_size"], r["pipeline_parallel_size"]) == (1, 2)
     assert r["bench"]["failed"] == {"pp2-two-nodes": 0, "tp2-one-node": 0}
-    plan = capacity.plan(str(ROOT / "tests/data/llama-3.1-70b-vocab49152.json"), "H200", tensor_parallel_size=1,
+    plan = capacity.plan(str(ROOT / "tests/fixtures/data/llama-3.1-70b-vocab49152.json"), "H200", tensor_parallel_size=1,
                          pipeline_parallel_size=2, max_model_len=32768, weight_dtype="fp8", enforce_eager=True)
     assert plan.kv_cache_tokens == r["planner_kv_tokens"]  # the command the notebook shows gives it
     text = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
@@ -77,13 +77,13 @@ def test_multinode_results_and_the_notebook_agree():
 
 
 def test_multinode_plot_is_regenerated_from_its_results(tmp_path):
-    shutil.copy(ROOT / "ci" / "results" / "multinode-h200x2.json", tmp_path / "m.json")
+    shutil.copy(ROOT / "docs" / "results" / "multinode-h200x2.json", tmp_path / "m.json")
     draw(tmp_path / "m.json")
-    assert (tmp_path / "m.png").read_bytes() == (ROOT / "ci" / "results" / "multinode-h200x2.png").read_bytes()
+    assert (tmp_path / "m.png").read_bytes() == (ROOT / "docs" / "results" / "multinode-h200x2.png").read_bytes()
 
 
 def test_h100_results_file():
-    result = json.loads((ROOT / "ci/results/gpu-notebook-h100.json").read_text())
+    result = json.loads((ROOT / "docs/results/gpu-notebook-h100.json").read_text())
     assert set(notebook_results.FIELDS) <= set(result)
     assert result["passed"] is True and result["cells_failed"] == 0 and result["shutdown_verified"] is True
     assert "H100" in result["gpu_name"] and result["gpu_count"] >= 1
@@ -94,7 +94,7 @@ def test_h100_results_file():
 
 def test_tp2_results_file():
     """The two-GPU rehearsal: the notebook passed, and the file holds the planner cases and the benchmark."""
-    result = json.loads((ROOT / "ci/results/tp2-h200x2.json").read_text())
+    result = json.loads((ROOT / "docs/results/tp2-h200x2.json").read_text())
     for key in ("date", "gpu_name", "gpu_count", "ray_version", "vllm_version", "notebook_sha256", "notebook", "cases",
                 "bench"):
         assert key in result, key
@@ -110,15 +110,15 @@ def test_tp2_results_file():
 
 @pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2"])
 def test_gpu_results_say_which_notebook_they_cover(name):
-    result = json.loads((ROOT / f"ci/results/{name}.json").read_text())
-    executed = nbformat.read(ROOT / f"ci/results/{name}.ipynb", as_version=4)
+    result = json.loads((ROOT / f"docs/results/{name}.json").read_text())
+    executed = nbformat.read(ROOT / f"docs/results/{name}.ipynb", as_version=4)
     assert result["notebook_sha256"] == notebook_results.notebook_sha256(executed)
 
 
 def test_results_are_recomputed_from_the_executed_notebook():
-    nb = nbformat.read(ROOT / "ci/results/gpu-notebook-h100.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "docs/results/gpu-notebook-h100.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    result = json.loads((ROOT / "ci/results/gpu-notebook-h100.json").read_text())
+    result = json.loads((ROOT / "docs/results/gpu-notebook-h100.json").read_text())
     assert notebook_results.time_to_ready(code) == result["time_to_ready_s"]
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
 
@@ -132,7 +132,7 @@ def test_committed_h100_results_are_complete_and_lost_nothing():
     for model in ("smollm2", "8b"):
         assert {(model, "vllm"), (model, "tuned")} <= seen
         assert {r["concurrency"] for r in RESULTS["runs"] if r["model"] == model} == {1, 4, 16, 64, 256}
-    assert (ROOT / "ci/results/bench-h100.png").stat().st_size > 10_000
+    assert (ROOT / "docs/results/bench-h100.png").stat().st_size > 10_000
 
 
 def test_tuned_mode_meets_the_goal_on_the_8b_shape():
@@ -149,7 +149,7 @@ def test_table_has_a_row_per_model_and_concurrency():
 
 @pytest.mark.parametrize("case", VALIDATION["cases"], ids=lambda c: f"{c['model']}-{c['max_model_len']}")
 def test_replays_the_vllm_runs_within_5_percent(case):
-    model = case["model"] if case["model"] in capacity.MODELS else f"tests/data/{case['model']}.json"
+    model = case["model"] if case["model"] in capacity.MODELS else f"tests/fixtures/data/{case['model']}.json"
     p = capacity.plan(str(ROOT / model) if "/" in model else model, case["gpu"],
                       tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
                       gpu_memory_utilization=case["gpu_memory_utilization"], enforce_eager=case["enforce_eager"],
@@ -166,7 +166,7 @@ def test_validation_has_three_real_cases():
 
 
 def test_the_tp2_benchmark_lost_nothing():
-    bench = json.loads((ROOT / "ci/results/bench-tp2-h200x2.json").read_text())
+    bench = json.loads((ROOT / "docs/results/bench-tp2-h200x2.json").read_text())
     assert {r["concurrency"] for r in bench["runs"]} == {1, 16, 64}
     assert all(r["failed"] == 0 and r["completed"] == r["prompts"] for r in bench["runs"])
 
@@ -174,7 +174,7 @@ def test_the_tp2_benchmark_lost_nothing():
 def test_the_planner_claims_the_notebook_makes_for_the_rehearsal():
     """Within 1% with fp8 weights at 32,768 tokens; where further off, it promises fewer tokens than vLLM had."""
     cases = [c for name in ("tp2-h200x2", "tp2-h100x2")
-             for c in json.loads((ROOT / "ci/results" / f"{name}.json").read_text())["cases"]]
+             for c in json.loads((ROOT / "docs/results" / f"{name}.json").read_text())["cases"]]
     for c in cases:
         if c["weight_dtype"] == "fp8" and c["max_model_len"] == 32768:
             assert abs(c["error_pct"]) < 1, c

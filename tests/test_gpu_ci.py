@@ -82,5 +82,6 @@ def test_leaves_out_what_the_runner_has():
 
 
 def test_gpu_scripts_are_valid_bash():
-    for script in ["gpu_setup.sh", "gpu_notebook.sh", "gpu_cleanup.sh", "setup_venv.sh", "tutorial.sh", "test.sh"]:
-        subprocess.run(["bash", "-n", str(ROOT / "ci" / script)], check=True)
+    for script in ["ci/gpu_setup.sh", "ci/gpu_notebook.sh", "ci/gpu_cleanup.sh", "ci/multinode.sh",
+                   "scripts/setup_venv.sh", "scripts/tutorial.sh", "scripts/test.sh", "tests/fixtures/prometheus.sh"]:
+        subprocess.run(["bash", "-n", str(ROOT / script)], check=True)

@@ -16,7 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((ROOT / "k8s" / "rayservice.yaml").read_text())
 SERVE_CONFIG = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-KUBERAY = json.loads((ROOT / "tests" / "data" / "kuberay-api-v1.json").read_text())
+KUBERAY = json.loads((ROOT / "tests" / "fixtures" / "data" / "kuberay-api-v1.json").read_text())
 CLUSTER = MANIFEST["spec"]["rayClusterConfig"]
 PODS = {"head": CLUSTER["headGroupSpec"]["template"],
         **{g["groupName"]: g["template"] for g in CLUSTER["workerGroupSpecs"]}}
@@ -40,7 +40,7 @@ def strict(data, type_name: str, path: str) -> list[str]:
 
 
 def test_manifest_matches_a_fresh_render():
-    out = subprocess.run([sys.executable, "ci/render_k8s.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "scripts/render_k8s.py", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -4,7 +4,7 @@ metrics read back from Ray's Prometheus endpoint.
 
 One deployment serves the whole module. Each test asserts its own bar and adds what it measured
 to the `figures` fixture; no test needs another to have run first. With `pytest --record`, a
-run of the whole module writes the figures to ci/results/reliability-cpu.json.
+run of the whole module writes the figures to docs/results/reliability-cpu.json.
 """
 
 import asyncio
@@ -24,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from ci.serve_deployment import ServeDeployment
+from benchmarks.serve_deployment import ServeDeployment
 from tutorial import access, metrics, ready, teardown
 from tutorial.facts import MODEL_ID
 
@@ -35,7 +35,7 @@ CHAT = f"{URL}/v1/chat/completions"
 KEY = secrets.token_urlsafe(24)  # fresh each run, so no committed file can hold it
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMETHEUS_PORT = 9090
-RESULTS_FILE = ROOT / "ci" / "results" / "reliability-cpu.json"
+RESULTS_FILE = ROOT / "docs" / "results" / "reliability-cpu.json"
 
 
 def ask(content: str = "What is 2 + 2?", **extra) -> dict:
@@ -62,10 +62,10 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(server, tmp_path_factory):
-    """Debian's Prometheus server (ci/prometheus.sh), scraping every node Ray lists for service
+    """Debian's Prometheus server (tests/fixtures/prometheus.sh), scraping every node Ray lists for service
     discovery every 5 s, as Ray's docs configure it."""
     binary = ROOT / ".prometheus/usr/bin/prometheus"
-    assert binary.exists(), "run: bash ci/prometheus.sh"
+    assert binary.exists(), "run: bash tests/fixtures/prometheus.sh"
     work = tmp_path_factory.mktemp("prometheus")
     (work / "prometheus.yml").write_text(
         "scrape_configs:\n  - job_name: ray\n    scrape_interval: 5s\n    scrape_timeout: 5s\n"

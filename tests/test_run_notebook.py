@@ -1,4 +1,4 @@
-"""ci/run_notebook.py, which README command 1 uses: every cell it runs is named with its time,
+"""scripts/run_notebook.py, which README command 1 uses: every cell it runs is named with its time,
 a failing cell stops the run with exit code 1, and the executed copy is written either way."""
 
 import subprocess
@@ -16,7 +16,7 @@ def run(tmp_path: Path, *cells) -> tuple[subprocess.CompletedProcess, Path]:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     src, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     nbformat.write(nb, src)
-    done = subprocess.run([sys.executable, str(ROOT / "ci/run_notebook.py"), str(src), str(out), "--timeout", "60"],
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/run_notebook.py"), str(src), str(out), "--timeout", "60"],
                           capture_output=True, text=True, timeout=180, cwd=tmp_path)
     return done, out
 

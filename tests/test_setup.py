@@ -1,4 +1,4 @@
-"""ci/pick_python.sh: which Python ci/setup_venv.sh builds .venv with, on machines unlike ours."""
+"""scripts/pick_python.sh: which Python scripts/setup_venv.sh builds .venv with, on machines unlike ours."""
 
 import shutil
 import subprocess
@@ -18,7 +18,7 @@ def pick(tmp_path: Path, versions: dict[str, str | None], python: str | None = N
         (bin_dir / name).chmod(0o755)
     env = {"PATH": str(bin_dir), **({"PYTHON": python} if python else {})}  # no system Python in reach
     bash = shutil.which("bash")
-    return subprocess.run([bash, str(ROOT / "ci" / "pick_python.sh")], env=env, capture_output=True, text=True)
+    return subprocess.run([bash, str(ROOT / "scripts" / "pick_python.sh")], env=env, capture_output=True, text=True)
 
 
 def test_prefers_3_11(tmp_path):

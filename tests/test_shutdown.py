@@ -5,7 +5,7 @@ Every test here runs beside foreign processes that look like Ray's and vLLM's (a
 checks they survive:
 - the success path: the notebook's own cells in a real kernel, launch through Shut down;
 - an interrupted launch: the launch cell interrupted once Serve deploys, then Shut down;
-- a refusal: `bash ci/tutorial.sh` while another program listens on port 8000, which preflight
+- a refusal: `bash scripts/tutorial.sh` while another program listens on port 8000, which preflight
   names and leaves alone, as does the script's exit trap.
 """
 
@@ -118,7 +118,7 @@ def test_a_foreign_listener_on_8000_stops_the_tutorial_and_survives_it(foreign):
         deadline = time.monotonic() + 30
         while not teardown.port_open() and time.monotonic() < deadline:
             time.sleep(0.5)
-        out = subprocess.run(["bash", "ci/tutorial.sh"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        out = subprocess.run(["bash", "scripts/tutorial.sh"], cwd=ROOT, capture_output=True, text=True, timeout=900,
                              env={**os.environ, "LLM_PROFILE": "cpu"})
         assert out.returncode != 0, out.stdout[-3000:]
         assert f"FAIL port 8000: already in use by pid {server.pid} (" in out.stdout, out.stdout[-3000:]

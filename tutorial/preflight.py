@@ -185,7 +185,7 @@ def capacity_problems(cfg) -> list[str]:
     if p.fits:
         return []
     offers = []
-    # A 3% margin, the planner's error in most validated runs (ci/results/capacity-validation.json),
+    # A 3% margin, the planner's error in most validated runs (docs/results/capacity-validation.json),
     # in whole 1024-token steps.
     longest = int(p.kv_cache_tokens * 0.97) // 1024 * 1024
     if longest >= 1024:

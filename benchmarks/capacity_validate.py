@@ -1,6 +1,6 @@
 """Start vLLM for each case, read the KV cache size it logs, and set it beside capacity.py's.
 
-Runs on a GPU node with vLLM installed (python -m ci.capacity_validate, from the repository root); writes ci/results/capacity-validation.json (or --out).
+Runs on a GPU node with vLLM installed (python -m benchmarks.capacity_validate, from the repository root); writes docs/results/capacity-validation.json (or --out).
 Each case is its own process: vLLM sizes its KV cache once, at engine start.
 """
 
@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 import capacity
-from ci.model_dirs import checkpoint
+from benchmarks.model_dirs import checkpoint
 from tutorial import gpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     ("smollm2-135m", 2048, True, 1, "bf16"),
     ("smollm2-135m", 8192, True, 1, "bf16"),  # its max_position_embeddings
-    ("tests/data/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
+    ("tests/fixtures/data/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
 ]
 TP2_CASES = [
-    ("tests/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
-    ("tests/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
+    ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
+    ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
 # max_num_batched_tokens is passed as `vllm serve` (and so Ray Serve LLM) sets it: the LLM class
 # alone would profile twice as many tokens on an H100 and keep more memory back than a server.
@@ -82,7 +82,7 @@ def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str,
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "ci/results/capacity-validation.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/capacity-validation.json")
     parser.add_argument("--tp2", action="store_true", help="the 70B shape at tensor_parallel_size 2 instead")
     args = parser.parse_args(argv)
     found = gpus.detect()

@@ -1,7 +1,7 @@
 """Regenerate the report pages in docs/ from the results files; --check only reports a difference.
 
-  python -m ci.render_docs          write docs/benchmark.md, docs/reliability.md and docs/rehearsal.md
-  python -m ci.render_docs --check  exit 1 when a page differs from a fresh render
+  python -m scripts.render_docs          write docs/benchmark.md, docs/reliability.md and docs/rehearsal.md
+  python -m scripts.render_docs --check  exit 1 when a page differs from a fresh render
 
 Every figure on a page is printed from its results file, so a page cannot drift from the run it
 reports; the prose around the figures says what they mean.
@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import capacity
-from ci.bench_plot import table
+from benchmarks.bench_plot import table
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "ci" / "results"
+RESULTS = ROOT / "docs" / "results"
 DOCS = ROOT / "docs"
-BANNER = "<!-- Generated from {source} by ci/render_docs.py; do not edit by hand. Rerun: python -m ci.render_docs -->\n\n"
-# Why each variable of the high-throughput mode (ci/bench.py's "tuned" config) is there.
+BANNER = "<!-- Generated from {source} by scripts/render_docs.py; do not edit by hand. Rerun: python -m scripts.render_docs -->\n\n"
+# Why each variable of the high-throughput mode (benchmarks/bench.py's "tuned" config) is there.
 TUNED_REASONS = {
     "RAY_SERVE_ENABLE_HA_PROXY": "HAProxy replaces Serve's Python HTTP proxy; direct streaming needs it.",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "gRPC between replicas, user code on the replica's own event loop, "
@@ -60,7 +60,7 @@ def benchmark_page(bench: dict) -> str:
     return f"""# How fast: Ray Serve LLM against plain vLLM
 
 Ray Serve adds routing, autoscaling and an OpenAI layer in front of the same vLLM engine that `vllm serve` runs on
-its own. [`ci/bench.py`](../ci/bench.py) measures what that costs on one machine: it starts plain vLLM's OpenAI server,
+its own. [`benchmarks/bench.py`](../benchmarks/bench.py) measures what that costs on one machine: it starts plain vLLM's OpenAI server,
 then the tutorial's deployment with identical engine arguments, and drives each with vLLM's own load generator
 (`vllm bench serve`: {load['dataset']} prompts of {load['input_len']} tokens, {load['output_len']} output tokens,
 `ignore_eos`, seed {load['seed']}) at {", ".join(map(str, levels))} concurrent requests.
@@ -69,7 +69,7 @@ This run: {bench['device']}, Ray {bench['ray_version']}, vLLM {bench['vllm_versi
 with its real weights (`smollm2`) and a model of Llama 3.1 8B's shape with random weights (`8b`). `default` is the
 deployment as the tutorial writes it; `tuned` is Ray Serve LLM's high-throughput mode.
 
-![Output throughput and TTFT of plain vLLM and Ray Serve LLM](../ci/results/bench-h100.png)
+![Output throughput and TTFT of plain vLLM and Ray Serve LLM](results/bench-h100.png)
 
 Output throughput as a share of vLLM's, and median time to first token (TTFT):
 
@@ -112,8 +112,8 @@ tutorial's own cells keep the default mode.
 
 ## Measure your own machine
 
-`python -m ci.bench` runs the whole comparison on a GPU node and writes `ci/results/bench-h100.json` and its plot;
-`python -m ci.bench --smoke` runs a reduced sweep on a CPU (the test suite runs it, asserting that no request failed).
+`python -m benchmarks.bench` runs the whole comparison on a GPU node and writes `docs/results/bench-h100.json` and its plot;
+`python -m benchmarks.bench --smoke` runs a reduced sweep on a CPU (the test suite runs it, asserting that no request failed).
 """
 
 
@@ -189,7 +189,7 @@ def _case_row(c: dict) -> str:
 def rehearsal_page(h200: dict, h100: dict, bench: dict) -> str:
     up, mem, h100_up = h200["startup_s"], h200["memory_per_gpu_gib"], h100["startup_s"]
     (case,) = h200["cases"]
-    plan = capacity.plan(str(ROOT / "tests/data/llama-3.1-70b-vocab49152.json"), case["gpu"],
+    plan = capacity.plan(str(ROOT / "tests/fixtures/data/llama-3.1-70b-vocab49152.json"), case["gpu"],
                          tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
                          weight_dtype=case["weight_dtype"], enforce_eager=case["enforce_eager"])
     held = plan.other_gib_per_gpu - mem["peak_activation"] - mem["non_torch"]
@@ -201,9 +201,9 @@ def rehearsal_page(h200: dict, h100: dict, bench: dict) -> str:
 
 `LLM_PROFILE=rehearsal-fp8` runs the tutorial with the 70B's real architecture and random weights in fp8, sharded over
 the node's GPUs (tensor parallel 2 here). This page reports two runs of the notebook under nbmake:
-[`ci/results/tp2-h200x2.json`](../ci/results/tp2-h200x2.json) ({h200['gpu_count']} x {h200['gpu_name']}, Ray
+[`docs/results/tp2-h200x2.json`](results/tp2-h200x2.json) ({h200['gpu_count']} x {h200['gpu_name']}, Ray
 {h200['ray_version']}, vLLM {h200['vllm_version']}, {h200['date']}: {"passed" if h200['notebook']['passed'] else "failed"}) and
-[`ci/results/tp2-h100x2.json`](../ci/results/tp2-h100x2.json) ({h100['gpu_count']} x {h100['gpu_name']},
+[`docs/results/tp2-h100x2.json`](results/tp2-h100x2.json) ({h100['gpu_count']} x {h100['gpu_name']},
 {h100['date']}: {"passed" if h100['notebook']['passed'] else "failed"}, see *A failure worth knowing*).
 
 ## The planner against vLLM's KV cache
@@ -235,8 +235,8 @@ of it but weights and KV cache, {held:.2f} GiB more than vLLM used here, mostly 
 
 ## Speed at tensor parallel 2
 
-[`ci/bench.py`](../ci/bench.py) `--models 70b-fp8` ran plain vLLM and the tutorial's deployment with the same engine
-arguments on the two H200s ([`ci/results/bench-tp2-h200x2.json`](../ci/results/bench-tp2-h200x2.json)); all
+[`benchmarks/bench.py`](../benchmarks/bench.py) `--models 70b-fp8` ran plain vLLM and the tutorial's deployment with the same engine
+arguments on the two H200s ([`docs/results/bench-tp2-h200x2.json`](results/bench-tp2-h200x2.json)); all
 {sum(r['completed'] for r in runs)} requests completed, {sum(r['failed'] for r in runs)} failed:
 
 {table(bench)}
@@ -263,9 +263,9 @@ figure, and read the real one from vLLM's log before promising more.
 
 
 PAGES = {
-    "benchmark.md": ("ci/results/bench-h100.json", lambda: benchmark_page(_load("bench-h100.json"))),
-    "reliability.md": ("ci/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
-    "rehearsal.md": ("ci/results/tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
+    "benchmark.md": ("docs/results/bench-h100.json", lambda: benchmark_page(_load("bench-h100.json"))),
+    "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
+    "rehearsal.md": ("docs/results/tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
                      lambda: rehearsal_page(_load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
                                             _load("bench-tp2-h200x2.json"))),
 }
@@ -283,7 +283,7 @@ def main(argv: list[str]) -> int:
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
     for name in stale:
-        print(f"docs/{name} is out of date: run python -m ci.render_docs")
+        print(f"docs/{name} is out of date: run python -m scripts.render_docs")
     return 1 if stale else 0
 
 

@@ -1,6 +1,6 @@
 """Execute a notebook top to bottom as a reader would, saying which cell runs and how long it took.
 
-  python ci/run_notebook.py notebook.ipynb notebook.executed.ipynb --timeout 900
+  python scripts/run_notebook.py notebook.ipynb notebook.executed.ipynb --timeout 900
 
 The executed copy is written also when a cell fails, so its outputs show what went wrong; the
 exit code is 1 then. Cells tagged skip-execution are skipped, as nbmake and nbconvert do.

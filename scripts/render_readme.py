@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebook.ipynb"
 README = ROOT / "README.md"
 BANNER = (
-    "<!-- Generated from notebook.ipynb by ci/render_readme.py; do not edit by hand.\n"
-    "     Edit the notebook, then run: .venv/bin/python ci/render_readme.py -->\n\n"
+    "<!-- Generated from notebook.ipynb by scripts/render_readme.py; do not edit by hand.\n"
+    "     Edit the notebook, then run: .venv/bin/python scripts/render_readme.py -->\n\n"
 )
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if README.read_text() != text:
-            print("README.md is out of date: run .venv/bin/python ci/render_readme.py")
+            print("README.md is out of date: run .venv/bin/python scripts/render_readme.py")
             return 1
         print("README.md matches notebook.ipynb")
         return 0

@@ -1,4 +1,4 @@
-"""One PNG from a ci/bench.py results file: output throughput and median TTFT per concurrency."""
+"""One PNG from a benchmarks/bench.py results file: output throughput and median TTFT per concurrency."""
 
 import json
 import sys
@@ -60,6 +60,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":  # python ci/bench_plot.py RESULTS.json: redraw its PNG beside it
+if __name__ == "__main__":  # python benchmarks/bench_plot.py RESULTS.json: redraw its PNG beside it
     src = Path(sys.argv[1])
     plot(json.loads(src.read_text()), src.with_suffix(".png"))

@@ -22,7 +22,7 @@ IMAGE = f"rayproject/ray-llm:{RAY_VERSION}-py312-cu130"  # Ray's LLM image: Ray,
 GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM4-80GB", "H100": "NVIDIA-H100-80GB-HBM3",
                "H200": "NVIDIA-H200", "L40S": "NVIDIA-L40S"}
 HEADER = """\
-# Generated from serve_config.yaml by ci/render_k8s.py; do not edit by hand.
+# Generated from serve_config.yaml by scripts/render_k8s.py; do not edit by hand.
 # The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
 # "On Kubernetes with KubeRay"). Needs a Secret hf-token with key token, and nodes with 8 GPUs.
 """
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if not MANIFEST.exists() or MANIFEST.read_text() != text:
-            print("k8s/rayservice.yaml is out of date: run .venv/bin/python ci/render_k8s.py")
+            print("k8s/rayservice.yaml is out of date: run .venv/bin/python scripts/render_k8s.py")
             return 1
         print("k8s/rayservice.yaml matches serve_config.yaml")
         return 0

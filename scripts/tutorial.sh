@@ -4,8 +4,8 @@
 # the Ray cluster are torn down before this script exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source ci/cpu_env.sh
+source scripts/cpu_env.sh
 trap 'python -m tutorial.teardown' EXIT
 
 # Names each cell as it starts and says how long it took: the whole run takes minutes.
-python ci/run_notebook.py notebook.ipynb notebook.executed.ipynb --timeout "$CELL_TIMEOUT_S"
+python scripts/run_notebook.py notebook.ipynb notebook.executed.ipynb --timeout "$CELL_TIMEOUT_S"

@@ -1,6 +1,6 @@
 """Plot an autoscaling results file: replicas and output tokens per second over time, load marked.
 
-  python ci/autoscaling_plot.py ci/results/autoscaling-cpu.json   (writes the .png beside it)
+  python benchmarks/autoscaling_plot.py docs/results/autoscaling-cpu.json   (writes the .png beside it)
 """
 
 import json
