@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"smollm2": "smollm2-135m", "8b": "tests/fixtures/data/llama-3.1-8b-vocab49152.json"}
 # Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
 REHEARSALS = {"70b-fp8": "rehearsal-fp8"}
+# Serve's name for the deployment of the model's LLMServer replicas.
+LLM_SERVER = "LLMServer:" + MODEL_ID.replace(".", "_")
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
 # Ray config name -> environment for `ray start` (its processes inherit it). "default" is the
 # tutorial as written; "tuned" is Ray's high-throughput mode: HAProxy in front, gRPC between
@@ -162,6 +164,33 @@ class RayServeServer(ServeDeployment):
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
                    BENCH_ENGINE_KWARGS=json.dumps(kwargs))
         super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
+        from serve_llama_3_1_70b import config  # imports Ray: only where a Ray server is benchmarked
+
+        self.configured_interval_ms = config["experimental_configs"]["stream_batching_interval_ms"]
+
+    def __enter__(self):
+        super().__enter__()
+        try:
+            self.stream_batching_interval_ms = self.interval_in_use()
+            if self.stream_batching_interval_ms != self.configured_interval_ms:
+                raise BenchError(f"the LLMServer replica batches streamed chunks every {self.stream_batching_interval_ms} ms, "
+                                 f"not the configured {self.configured_interval_ms} ms: Ray no longer reads "
+                                 f"experimental_configs['stream_batching_interval_ms']; find the setting's new name")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def interval_in_use(self) -> float:
+        """The stream batching interval the running replica uses, asked of the replica itself, so
+        a setting that Ray renamed or dropped shows up as Ray's default instead of passing unseen."""
+        code = ("import ray; from ray import serve; ray.init(address='auto', logging_level='ERROR'); "
+                f"h = serve.get_deployment_handle({LLM_SERVER!r}, app_name='default'); "
+                "print(h._get_batch_interval_ms.remote().result(timeout_s=60))")
+        p = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=180)
+        if p.returncode != 0:
+            raise BenchError(f"could not ask the LLMServer replica for its stream batching interval:\n{p.stderr[-2000:]}")
+        return float(p.stdout.strip().splitlines()[-1])
 
     def frontend_pid(self) -> int:
         """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""
@@ -273,6 +302,7 @@ def benchmark(args) -> dict:
                                   args.logdir)
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
+                                    stream_batching_interval_ms=getattr(server, "stream_batching_interval_ms", None),
                                     engine=engine_line(server.log)))
     found = gpus.detect()
     return {

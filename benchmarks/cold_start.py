@@ -1,0 +1,124 @@
+"""Where the time from `serve run` to ready goes, read from executed notebooks, and its plot.
+
+The `serve run` cell streams Ray's and vLLM's log lines with their timestamps; the first line of
+each start-up step marks where the step ends. The phases are the gaps between those marks, from
+the start of the `serve run` cell to the end of the readiness check.
+
+  python -m benchmarks.cold_start --out docs/results/cold-start-h100.json \\
+      before=OLD_EXECUTED.ipynb after=NEW_EXECUTED.ipynb        (writes the .png beside it)
+"""
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+from ci.notebook_results import _stamp, _text, notebook_sha256
+
+# (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
+# weights line of a run without workers, say) is merged into the next one.
+MARKS = (
+    ("serve run imports the app and starts Serve", r'Started Serve in namespace'),
+    ("replica starts, imports vLLM, engine process", r"Initializing a V1 LLM engine"),
+    ("workers start, weights load", r"Model loading took"),
+    ("profile, KV cache, compile, CUDA graphs", r"init engine \(profile, create kv cache, warmup model\) took"),
+    ("engine hands over to Serve", r"Started vLLM engine"),
+    ("Serve marks the app ready", r"Application '[^']*' is ready"),
+)
+# What vLLM itself reports about its steps, in seconds.
+REPORTED = {
+    "weights_s": r"Loading weights took ([\d.]+) seconds",
+    "model_loading_s": r"Model loading took [\d.]+ GiB (?:memory )?and ([\d.]+) seconds",
+    "torch_compile_s": r"torch\.compile takes ([\d.]+) s in total",
+    "cuda_graphs_s": r"Graph capturing finished in ([\d.]+) secs",
+    "init_engine_s": r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+)",
+}
+RAY_TIME = re.compile(r"\b(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d),(\d{3})\b")
+VLLM_TIME = re.compile(r"\b(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\b")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def line_time(line: str, year: int) -> datetime.datetime | None:
+    """The timestamp of a Ray ("2026-11-25 04:40:16,778") or vLLM ("11-25 04:41:54") log line, in UTC."""
+    if m := RAY_TIME.search(line):
+        y, mo, d, h, mi, s, ms = map(int, m.groups())
+        return datetime.datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=datetime.timezone.utc)
+    if m := VLLM_TIME.search(line):
+        mo, d, h, mi, s = map(int, m.groups())
+        return datetime.datetime(year, mo, d, h, mi, s, tzinfo=datetime.timezone.utc)
+    return None
+
+
+def phases(nb) -> dict:
+    """The start-up phases of one executed notebook, in seconds, and vLLM's own figures."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    launch = next(c for c in code if "serve run serve_llama_3_1_70b:app" in c.source)
+    ready = next(c for c in code if "wait_until_ready(" in c.source)
+    start, end = _stamp(launch, "iopub.execute_input"), _stamp(ready, "shell.execute_reply")
+    lines = [ANSI.sub("", line) for line in _text(launch).splitlines()]
+    out, last = {}, start
+    for name, pattern in MARKS:
+        hit = next((t for line in lines if re.search(pattern, line) and (t := line_time(line, start.year))), None)
+        if hit is not None and hit >= last:
+            out[name] = round((hit - last).total_seconds(), 1)
+            last = hit
+    out["readiness check answers"] = round((end - last).total_seconds(), 1)
+    text = "\n".join(lines)
+    reported = {k: float(m.group(1)) for k, p in REPORTED.items() if (m := re.search(p, text))}
+    return {"total_s": round((end - start).total_seconds(), 1), "phases_s": out, "vllm_reports": reported,
+            "notebook_sha256": notebook_sha256(nb)}
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    names = list(dict.fromkeys(p for r in runs.values() for p in r["phases_s"]))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(runs)))
+    colors = plt.cm.tab10.colors
+    for row, (label, run) in enumerate(runs.items()):
+        left = 0.0
+        for i, name in enumerate(names):
+            width = run["phases_s"].get(name, 0.0)
+            ax.barh(row, width, left=left, color=colors[i % len(colors)], label=name if row == 0 else None)
+            left += width
+        ax.text(left + 2, row, f"{run['total_s']:.0f} s", va="center")
+    ax.set_yticks(range(len(runs)), [f"{label}\n{run['profile']}" for label, run in runs.items()])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds from `serve run` to the first answer")
+    ax.set_title(f"Start-up of the small model, {result['device']}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.1 * len(runs)), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="LABEL=EXECUTED.ipynb, with its results JSON beside it")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    runs, meta = {}, {}
+    for spec in args.runs:
+        label, path = spec.split("=", 1)
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        runs[label] = dict(phases(nbformat.read(path, as_version=4)), profile=meta["profile"],
+                           engine_kwargs=meta.get("engine_kwargs"), date=meta["date"], source=path.name)
+    result = {"device": f"{meta['gpu_name']} x{meta['gpu_count']}", "ray_version": meta["ray_version"],
+              "vllm_version": meta["vllm_version"], "torch_version": meta["torch_version"], "runs": runs}
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out.with_suffix(".png"))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
