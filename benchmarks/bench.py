@@ -53,6 +53,8 @@ RAY_CONFIGS = {
         # connections needs 50k, more than many containers allow (the H100 box: 20000).
         "RAY_SERVE_HAPROXY_MAXCONN": "4096",
     },
+    # The tutorial's deployment with every streamed chunk sent at once (benchmarks/bench_app.py).
+    "stream-0": {"BENCH_STREAM_BATCHING_INTERVAL_MS": "0"},
 }
 
 # Random prompts of input_len tokens, output_len generated; max(min_prompts, prompts_per_concurrency
@@ -166,7 +168,8 @@ class RayServeServer(ServeDeployment):
         super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
         from serve_llama_3_1_70b import config  # imports Ray: only where a Ray server is benchmarked
 
-        self.configured_interval_ms = config["experimental_configs"]["stream_batching_interval_ms"]
+        self.configured_interval_ms = float(env.get("BENCH_STREAM_BATCHING_INTERVAL_MS",
+                                                    config["experimental_configs"]["stream_batching_interval_ms"]))
 
     def __enter__(self):
         super().__enter__()
@@ -184,13 +187,17 @@ class RayServeServer(ServeDeployment):
     def interval_in_use(self) -> float:
         """The stream batching interval the running replica uses, asked of the replica itself, so
         a setting that Ray renamed or dropped shows up as Ray's default instead of passing unseen."""
-        code = ("import ray; from ray import serve; ray.init(address='auto', logging_level='ERROR'); "
-                f"h = serve.get_deployment_handle({LLM_SERVER!r}, app_name='default'); "
-                "print(h._get_batch_interval_ms.remote().result(timeout_s=60))")
+        # Inside an event loop: Ray's high-throughput mode gives handles no router loop of their own.
+        code = ("import asyncio, ray\nfrom ray import serve\n"
+                "ray.init(address='auto', logging_level='ERROR', log_to_driver=False)\n"
+                "async def ask():\n"
+                f"    return await serve.get_deployment_handle({LLM_SERVER!r}, app_name='default')._get_batch_interval_ms.remote()\n"
+                "print('interval_ms', asyncio.run(asyncio.wait_for(ask(), 60)))")
         p = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=180)
         if p.returncode != 0:
             raise BenchError(f"could not ask the LLMServer replica for its stream batching interval:\n{p.stderr[-2000:]}")
-        return float(p.stdout.strip().splitlines()[-1])
+        (line,) = [line for line in p.stdout.splitlines() if line.startswith("interval_ms ")]
+        return float(line.split()[1])
 
     def frontend_pid(self) -> int:
         """The LLMServer replica: it runs vLLM's frontend (AsyncLLM) and Serve's request handling."""

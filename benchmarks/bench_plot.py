@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^"),
-         "tp2-one-node": ("tab:red", "--", "s"), "pp2-two-nodes": ("tab:green", "-", "D")}
+         "stream-0": ("tab:orange", "-.", "v"), "tp2-one-node": ("tab:red", "--", "s"),
+         "pp2-two-nodes": ("tab:green", "-", "D")}
 
 
 def table(result: dict) -> str:

@@ -13,6 +13,7 @@ import datetime
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -81,20 +82,21 @@ def plot(result: dict, out: Path) -> None:
 
     runs = result["runs"]
     names = list(dict.fromkeys(p for r in runs.values() for p in r["phases_s"]))
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * len(runs)))
+    fig, ax = plt.subplots(figsize=(10, 2.6 + 0.55 * len(runs)))
     colors = plt.cm.tab10.colors
-    for row, (label, run) in enumerate(runs.items()):
+    for row, run in enumerate(runs.values()):
         left = 0.0
         for i, name in enumerate(names):
             width = run["phases_s"].get(name, 0.0)
             ax.barh(row, width, left=left, color=colors[i % len(colors)], label=name if row == 0 else None)
             left += width
-        ax.text(left + 2, row, f"{run['total_s']:.0f} s", va="center")
-    ax.set_yticks(range(len(runs)), [f"{label}\n{run['profile']}" for label, run in runs.items()])
+        ax.text(left + 3, row, f"{run['total_s']:.0f} s", va="center")
+    ax.set_yticks(range(len(runs)), [textwrap.fill(label, 32) for label in runs], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds from `serve run` to the first answer")
+    ax.set_xlim(0, max(r["total_s"] for r in runs.values()) * 1.12)
+    ax.set_xlabel("seconds from the start of `serve run` to the first answer")
     ax.set_title(f"Start-up of the small model, {result['device']}", fontsize=10)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.1 * len(runs)), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.45, -0.3), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -110,8 +112,7 @@ def main(argv: list[str]) -> int:
         label, path = spec.split("=", 1)
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
-        runs[label] = dict(phases(nbformat.read(path, as_version=4)), profile=meta["profile"],
-                           engine_kwargs=meta.get("engine_kwargs"), date=meta["date"], source=path.name)
+        runs[label] = dict(phases(nbformat.read(path, as_version=4)), profile=meta["profile"], date=meta["date"])
     result = {"device": f"{meta['gpu_name']} x{meta['gpu_count']}", "ray_version": meta["ray_version"],
               "vllm_version": meta["vllm_version"], "torch_version": meta["torch_version"], "runs": runs}
     args.out.write_text(json.dumps(result, indent=2) + "\n")

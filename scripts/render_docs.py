@@ -42,7 +42,49 @@ def _ratio(runs: dict, model: str, config: str, c: int) -> float:
     return runs[model, config, c]["output_throughput"] / runs[model, "vllm", c]["output_throughput"]
 
 
-def benchmark_page(bench: dict) -> str:
+def stream_section(stream: dict) -> str:
+    """The tutorial's deployment with stream_batching_interval_ms 0 against vLLM, and the 50 ms levels beside it."""
+    runs = _runs(stream)
+    levels = stream["load"]["concurrency"]
+    (server,) = [s for s in stream["servers"] if s["config"] == "stream-0"]
+    fifty = {r["concurrency"]: r for r in stream["interval_50"]["runs"]}
+    rows = []
+    for c in levels:
+        vllm, zero, at50 = runs["8b", "vllm", c], runs["8b", "stream-0", c], fifty.get(c)
+        rows.append(f"| {c} | {vllm['output_throughput']:.0f} | {zero['output_throughput'] / vllm['output_throughput']:.2f} | "
+                    + (f"{at50['output_throughput'] / vllm['output_throughput']:.2f}" if at50 else "-")
+                    + f" | {vllm['median_ttft_ms']:.1f} | {zero['median_ttft_ms']:.1f} | "
+                    + (f"{at50['median_ttft_ms']:.1f}" if at50 else "-") + " |")
+    one = levels[0]
+    gap0 = runs["8b", "stream-0", one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
+    gap50 = fifty[one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
+    worst = min(levels, key=lambda c: _ratio(runs, "8b", "stream-0", c))
+    tpot = {k: runs["8b", k, 64]["median_tpot_ms"] for k in ("vllm", "stream-0")}
+    stalled = stream["interval_50"]["stalled_at_concurrency"]
+    return f"""`experimental_configs={{"stream_batching_interval_ms": 0}}` makes the `LLMServer` replica pass on every chunk as
+vLLM makes it. [`benchmarks/bench.py`](../benchmarks/bench.py) `--ray-configs stream-0` deploys the tutorial's file
+with that setting and asks the running replica which interval it uses (here {server['stream_batching_interval_ms']:g} ms):
+a setting that Ray renamed or dropped would show as Ray's default and stop the run. {stream['device']}, Ray
+{stream['ray_version']}, vLLM {stream['vllm_version']}, {stream['date']}, the 8B shape, the load above, plain vLLM in the
+same lease:
+
+![Plain vLLM against the tutorial's deployment streaming every chunk at once](results/bench-stream-h100.png)
+
+| clients | vLLM tok/s | 0 ms / vLLM | 50 ms / vLLM | TTFT ms: vLLM | 0 ms | 50 ms |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+At one client the first token came {gap0:.1f} ms after vLLM's with 0 ms, against {gap50:.1f} ms with Ray's 50 ms. Under
+load it costs: every token becomes one message through the ingress replica and Serve's proxy, the time per output
+token at 64 clients went from {tpot['vllm']:.1f} ms (vLLM) to {tpot['stream-0']:.1f} ms, and throughput fell to
+{_ratio(runs, "8b", "stream-0", worst):.2f}x of vLLM's at {worst} clients. The tutorial keeps Ray's 50 ms, written out in
+its config. The 50 ms run (both with up to {stream['interval_50']['max_ongoing_requests']} requests per replica) stalled at
+{stalled} clients: that level had not finished after 4 minutes when the GPU lease ended, and why is not known.
+Sending the first chunk at once and batching the rest (ray-project/ray#64534, not in Ray {stream['ray_version']}) would
+keep both."""
+
+
+def benchmark_page(bench: dict, stream: dict) -> str:
     runs, load = _runs(bench), bench["load"]
     levels = load["concurrency"]
     ttft_gap = runs["smollm2", "default", 1]["median_ttft_ms"] - runs["smollm2", "vllm", 1]["median_ttft_ms"]
@@ -95,6 +137,10 @@ with a TTFT {ref_ttft:.0f} ms above vLLM's at one client.
 - **Where it does not close the gap.** On the 135M model, whose decode steps are short, the tuned mode gave
   {tuned_small[levels[0]]:.2f}x and {tuned_small[levels[1]]:.2f}x of vLLM at {levels[0]} and {levels[1]} clients: a fixed
   cost per token in the replica's path is large against a short step. Real 70B steps are longer still.
+
+## Streaming each chunk at once
+
+{stream_section(stream)}
 
 ## The tuned mode
 
@@ -262,8 +308,168 @@ figure, and read the real one from vLLM's log before promising more.
 """
 
 
+def startup_page(cold: dict) -> str:
+    runs = cold["runs"]
+    (before, first, second) = runs.values()
+    names = list(dict.fromkeys(p for r in runs.values() for p in r["phases_s"]))
+    header = "| phase | " + " | ".join(runs) + " |"
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{r['phases_s'].get(name, 0):.1f}" for r in runs.values()) + " |"
+                     for name in names)
+    totals = "| **from `serve run` to the first answer** | " + " | ".join(f"**{r['total_s']:.1f}**" for r in runs.values()) + " |"
+    engine = "profile, KV cache, compile, CUDA graphs"
+    replica = "replica starts, imports vLLM, engine process"
+    return f"""# How long it takes to start
+
+[`benchmarks/cold_start.py`](../benchmarks/cold_start.py) reads the log lines that the `serve run` cell of an
+executed notebook printed, with their timestamps, and splits the time from the start of that cell to the end of the
+readiness check into phases; each phase ends at the first log line of the next step. The runs: the small model under
+`LLM_PROFILE=gpu` on {cold['device']}, Ray {cold['ray_version']}, vLLM {cold['vllm_version']}, each one a whole run of
+the notebook under nbmake.
+
+![Start-up phases of the small model on one H100](results/cold-start-h100.png)
+
+{header}
+|---|{"---|" * len(runs)}
+{rows}
+{totals}
+
+- **Engine initialisation** (vLLM's profile run, KV cache, warm-up, and with CUDA graphs their capture): {before['phases_s'][engine]:.0f} s
+  with CUDA graphs and 92% of the card, {first['phases_s'][engine]:.0f} s eager with a 1 GiB cache on a fresh machine, and
+  {second['phases_s'][engine]:.0f} s on the second start on the same machine (vLLM reports {second['vllm_reports']['init_engine_s']:.2f} s).
+  The first start's extra time is work that the second one found done on the machine's disk, most likely kernels
+  compiled on first use and cached under the home directory (which caches, was not measured): a node that keeps its
+  home directory, or a mounted cache folder, between restarts should start the second way.
+- **Ray's part** does not shrink with the model. From the start of `serve run` to Serve running: about
+  {second['phases_s']['serve run imports the app and starts Serve']:.0f} s. From there to vLLM's engine process:
+  {second['phases_s'][replica]:.0f} s on the second start. In it, the replica's own log shows the replica process
+  starting and importing Ray Serve LLM and vLLM, then a Ray task that Ray Serve LLM runs on every node of the
+  placement group to fetch the model files, in a new worker process, even when the model is a local folder. Starting
+  vLLM's worker process and loading the weights takes {second['phases_s']['workers start, weights load']:.0f} s more,
+  though the weights themselves load in {second['vllm_reports']['weights_s']:.2f} s.
+- **Not reached**: a start within 90 s. The fastest run took {second['total_s']:.0f} s,
+  {second['total_s'] - second['phases_s'][engine]:.0f} s of it outside vLLM's engine initialisation: what is left to cut is
+  in Ray's start-up path, not in the engine.
+"""
+
+
+def _autoscaling_run(r: dict, clients_note: str) -> str:
+    per_replica = " and ".join(f"{n:,}" for n in sorted(r["requests_per_replica"].values(), reverse=True))
+    load = r["load"]
+    return (f"{r['device']}, `{r['profile']}` profile (`target_ongoing_requests` {r['target_ongoing_requests']:g}, "
+            f"`max_ongoing_requests` {r['max_ongoing_requests']}, up to {r['max_replicas']} replicas, upscale after "
+            f"{r['upscale_delay_s']:g} s, downscale after {r['downscale_delay_s']:g} s), {load['clients']} clients "
+            f"{clients_note}, {r['date']}: the second replica was serving {r['scale_up_s']} s after the load began, and "
+            f"the deployment was back to one replica {r['scale_down_s']} s after the load dropped. All "
+            f"{load['requests']:,} requests completed: {load['failed']} failed and {load['broken_streams']} streams "
+            f"ended without `[DONE]`; the replicas answered {per_replica} of them.")
+
+
+def scaling_page(cpu: dict, gpu: dict) -> str:
+    return f"""# Scale out under load
+
+[`tests/test_autoscaling.py`](../tests/test_autoscaling.py) deploys the tutorial's file with an autoscaling profile,
+sends streaming requests from many clients, drops to one client, and reads the replica count back from Serve every
+2 seconds. `pytest tests/test_autoscaling.py --record` writes the run to `docs/results/`.
+
+## On a CPU
+
+{_autoscaling_run(cpu, "(the small model)")}
+
+![Replicas and output tokens per second over time on a CPU](results/autoscaling-cpu.png)
+
+## On two GPUs
+
+{_autoscaling_run(gpu, "(the small model, one replica per GPU)")}
+
+![Replicas and output tokens per second over time on two GPUs](results/autoscaling-h200x2.png)
+
+Output did not grow with the second replica: a 135M model leaves the GPU nearly idle, and the limit was Serve's
+HTTP path and the test's own Python clients. The run proves that Serve scales out and back without losing a request;
+what a second replica adds in tokens per second depends on a model that keeps its GPU busy.
+
+## What it means for the 70B
+
+On both machines most of the time to scale out was the new replica's own start (see [startup.md](startup.md)).
+A 70B replica must first load 141 GB of weights onto eight more GPUs, which takes minutes. That is why the tutorial's
+file scales out at half of what a replica holds and scales in only after ten quiet minutes; for sharper bursts, keep
+`min_replicas` higher.
+"""
+
+
+def two_nodes_page(m: dict) -> str:
+    runs = {(x["config"], x["concurrency"]): x for x in m["bench"]["runs"]}
+    levels = m["bench"]["load"]["concurrency"]
+    rows = []
+    for c in levels:
+        pp, tp = runs["pp2-two-nodes", c], runs["tp2-one-node", c]
+        rows.append(f"| {c} | {pp['output_throughput']:.0f} | {tp['output_throughput']:.0f} | "
+                    f"{pp['output_throughput'] / tp['output_throughput']:.2f}x | {pp['median_ttft_ms']:.0f} / "
+                    f"{tp['median_ttft_ms']:.0f} | {pp['median_tpot_ms']:.0f} / {tp['median_tpot_ms']:.0f} |")
+    ratios = {c: runs["pp2-two-nodes", c]["output_throughput"] / runs["tp2-one-node", c]["output_throughput"] for c in levels}
+    requests = sum(x["prompts"] for x in m["bench"]["runs"] if x["config"] == "pp2-two-nodes")
+    loss = m["node_loss"]
+    command = (f"python capacity.py --model tests/fixtures/data/llama-3.1-70b-vocab49152.json --gpu H200 "
+               f"--tensor-parallel-size {m['tensor_parallel_size']} --pipeline-parallel-size {m['pipeline_parallel_size']} "
+               f"--max-model-len {m['max_model_len']} --weight-dtype fp8 --enforce-eager")
+    return f"""# Two nodes: one pipeline stage each
+
+[`ci/multinode.sh`](../ci/multinode.sh) runs the tutorial's *When one node is not enough* steps for real: a head and
+a worker node that joined it with `ray start --address`, one GPU each ({m['device']}), and the tutorial's deploy file
+with `LLM_PROFILE=rehearsal-fp8` (the 70B's shape, fp8, random weights) as one pipeline stage per node
+(`tensor_parallel_size` {m['tensor_parallel_size']} x `pipeline_parallel_size` {m['pipeline_parallel_size']},
+`max_model_len` {m['max_model_len']}). Ray {m['ray_version']}, vLLM {m['vllm_version']}, {m['date']}.
+
+Both nodes ran on one host, which differs from two hosts in this: each node got its GPU through
+`CUDA_VISIBLE_DEVICES`, the worker its own `--temp-dir` and ports, Serve one HTTP proxy
+(`serve start --proxy-location HeadOnly`, as both nodes would bind port 8000), and the stages talked inside the host
+instead of over a network, so the cost below is a lower bound.
+
+## Placement
+
+The engine's workers ran on {m['placement_nodes']} distinct nodes, and the answer came back
+(`answer_ok` {str(m['answer_ok']).lower()}).
+
+## KV cache
+
+vLLM allocated {m['vllm_kv_tokens']:,} tokens; `{command}` predicts {m['planner_kv_tokens']:,}
+({m['planner_error_pct']:+.2f}%). Each stage holds half the layers and their KV cache, so the two GPUs hold about as many
+tokens as at tensor parallel 2 ([rehearsal.md](rehearsal.md)).
+
+## Speed
+
+The benchmark's load ({m['bench']['load']['input_len']} tokens in, {m['bench']['load']['output_len']} out) against
+the tutorial's deployment, pipeline parallel across the two nodes, and tensor parallel 2 on one node of the same kind
+(from `docs/results/bench-tp2-h200x2.json`); {requests} requests on two nodes, {m['bench']['failed']['pp2-two-nodes']} failed:
+
+| concurrency | PP 2, two nodes: tok/s | TP 2, one node: tok/s | PP / TP | TTFT ms, PP / TP | time per output token ms, PP / TP |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+![Output throughput and TTFT, pipeline parallel across two nodes against tensor parallel on one](results/multinode-h200x2.png)
+
+With one request in flight the two ran alike ({ratios[levels[0]]:.2f}x); under load every token passes through the
+two stages in turn, and the pipeline gave {ratios[levels[-2]]:.2f}x and {ratios[levels[-1]]:.2f}x of tensor
+parallelism's throughput at {levels[-2]} and {levels[-1]} requests. Across real hosts the activations also cross the
+network. Span nodes when the model does not fit one; when it does, add replicas of one node each.
+
+## A node lost while serving
+
+With four clients sending requests, all {loss['killed_processes']} processes of the worker node were killed, as when a
+host dies. The replica cannot restart: its second stage needs a GPU that is gone. The {loss['failed_before']} requests
+in flight and all {loss['requests_after']} sent in the next {loss['watched_s']} s got no answer and no error; each ended
+at the client's own 60 s timeout. Serve reported the application `{loss['app_status_at_end']}`. Give every client
+request a deadline and alert on the application's status (`serve status`): it cannot serve again before a node with
+the right GPU joins (that recovery was not tried).
+"""
+
+
 PAGES = {
-    "benchmark.md": ("docs/results/bench-h100.json", lambda: benchmark_page(_load("bench-h100.json"))),
+    "benchmark.md": ("docs/results/bench-h100.json and bench-stream-h100.json",
+                     lambda: benchmark_page(_load("bench-h100.json"), _load("bench-stream-h100.json"))),
+    "startup.md": ("docs/results/cold-start-h100.json", lambda: startup_page(_load("cold-start-h100.json"))),
+    "scaling.md": ("docs/results/autoscaling-cpu.json and autoscaling-h200x2.json",
+                   lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),
+    "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
     "rehearsal.md": ("docs/results/tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
                      lambda: rehearsal_page(_load("tp2-h200x2.json"), _load("tp2-h100x2.json"),

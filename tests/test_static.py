@@ -120,11 +120,11 @@ def test_default_scales(configs):
 
 def test_ray_still_reads_the_stream_batching_interval(configs):
     # experimental_configs is a free-form dict: a key Ray renamed or dropped would be ignored without
-    # a word, and the tutorial would silently stream with Ray's 50 ms batching again. The LLMServer
-    # source must still read the key the config sets (the benchmark also asks the running replica).
+    # a word, and a value other than Ray's default would silently stop applying. The LLMServer source
+    # must still read the key the config sets (the benchmark also asks the running replica).
     import importlib.util
 
-    assert configs["default"]["experimental_configs"] == {"stream_batching_interval_ms": 0}
+    assert configs["default"]["experimental_configs"] == {"stream_batching_interval_ms": 50}
     ray_dir = Path(importlib.util.find_spec("ray").origin).parent  # read, not imported: see the last test
     server = (ray_dir / "llm/_internal/serve/core/server/llm_server.py").read_text()
     assert 'experimental_configs.get(\n            "stream_batching_interval_ms"\n' in server

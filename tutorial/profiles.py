@@ -99,10 +99,8 @@ def gpu() -> dict:
             # does not need.
             enforce_eager=True,
         ),
-        # Serve hands a replica as many requests as vLLM batches on one big GPU (vLLM queues what
-        # its cache cannot hold yet); a lower cap queues them in front of the engine instead.
-        max_ongoing_requests=256,
         # One replica per GPU; a second one starts once a replica has 8 requests in flight.
+        max_ongoing_requests=32,
         autoscaling_config=dict(min_replicas=1, max_replicas=count, target_ongoing_requests=8,
                                 upscale_delay_s=5, downscale_delay_s=30),
     )
