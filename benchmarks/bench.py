@@ -166,10 +166,10 @@ class RayServeServer(ServeDeployment):
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
                    BENCH_ENGINE_KWARGS=json.dumps(kwargs))
         super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
-        from serve_llama_3_1_70b import config  # imports Ray: only where a Ray server is benchmarked
+        from serve_llama_3_1_70b import config as tutorial  # imports Ray: only where a Ray server is benchmarked
 
         self.configured_interval_ms = float(env.get("BENCH_STREAM_BATCHING_INTERVAL_MS",
-                                                    config["experimental_configs"]["stream_batching_interval_ms"]))
+                                                    tutorial["experimental_configs"]["stream_batching_interval_ms"]))
 
     def __enter__(self):
         super().__enter__()
@@ -258,15 +258,31 @@ class PySpy:
         return [[frame, round(100 * count / total, 1)] for frame, count in ranked]
 
 
+@contextlib.contextmanager
+def deadline(seconds: float, what: str):
+    """Raise BenchError in this (the main) thread when `what` runs longer than `seconds`: a level
+    whose requests stop coming back would otherwise wait for ever."""
+    def expire(*_):
+        raise BenchError(f"{what} did not finish within {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(int(seconds))
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def sweep(server, model: str, tokenizer: str, levels: list[int], sizes: dict, outdir: Path,
-          py_spy_levels: list[int], py_spy_s: float, logdir: Path) -> list[dict]:
+          py_spy_levels: list[int], py_spy_s: float, logdir: Path, level_s: float) -> list[dict]:
     runs = []
     for c in levels:
         prompts = max(sizes["min_prompts"], sizes["prompts_per_concurrency"] * c)
         sampler = contextlib.nullcontext()
         if c in py_spy_levels:
             sampler = PySpy(server, py_spy_s, logdir / f"py-spy-{model}-{server.name}-{server_config(server)}-c{c}.txt")
-        with sampler:
+        with sampler, deadline(level_s, f"{model} against {server.name} {server_config(server)} at concurrency {c}"):
             r = run_level(server.port, tokenizer, c, prompts, sizes["input_len"], sizes["output_len"], outdir)
         if c in py_spy_levels:
             r["profile_top"] = sampler.top()
@@ -306,7 +322,7 @@ def benchmark(args) -> dict:
             for server in candidates:
                 with server:
                     runs += sweep(server, name, model_dir, levels, sizes, tmp, args.py_spy, args.py_spy_s,
-                                  args.logdir)
+                                  args.logdir, args.level_s)
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
                                     stream_batching_interval_ms=getattr(server, "stream_batching_interval_ms", None),
@@ -347,6 +363,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--py-spy", nargs="*", type=int, default=[], help="concurrency levels to sample with py-spy")
     p.add_argument("--py-spy-s", type=float, default=8, help="seconds of py-spy sampling per sampled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
+    p.add_argument("--level-s", type=float, default=600, help="deadline for each concurrency level")
     p.add_argument("--out", type=Path, help="results JSON (default docs/results/bench-h100.json, or bench-cpu.json)")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench-logs"))

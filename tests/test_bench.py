@@ -1,10 +1,14 @@
 """benchmarks/bench.py: its pieces and a reduced live sweep on this CPU (its committed results: test_committed_results.py)."""
 
+import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from benchmarks import bench
 from tutorial import teardown
@@ -25,6 +29,14 @@ def test_merge_replaces_only_the_runs_it_redoes():
     merged = bench.merge(old, new)
     assert sorted((r["config"], r["output_throughput"]) for r in merged["runs"]) == [("tuned", 3.0), ("vllm", 1.0)]
     assert set(merged["ray_configs"]) == {"a", "tuned"}
+
+
+def test_a_level_that_stops_answering_ends_at_its_deadline():
+    # The load generator runs on an event loop; a level whose requests never come back must still end.
+    with pytest.raises(bench.BenchError, match="level c=64 did not finish within 1 s"):
+        with bench.deadline(1, "level c=64"):
+            asyncio.run(asyncio.sleep(30))
+    assert signal.alarm(0) == 0  # no alarm left behind
 
 
 def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
