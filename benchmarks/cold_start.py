@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from ci.notebook_results import _stamp, _text, notebook_sha256
+from ci.notebook_results import launch_window, notebook_sha256, stream_text, time_to_ready
 
 # (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
 # weights line of a run without workers, say) is merged into the next one.
@@ -57,10 +57,8 @@ def line_time(line: str, year: int) -> datetime.datetime | None:
 def phases(nb) -> dict:
     """The start-up phases of one executed notebook, in seconds, and vLLM's own figures."""
     code = [c for c in nb.cells if c.cell_type == "code"]
-    launch = next(c for c in code if "serve run serve_llama_3_1_70b:app" in c.source)
-    ready = next(c for c in code if "wait_until_ready(" in c.source)
-    start, end = _stamp(launch, "iopub.execute_input"), _stamp(ready, "shell.execute_reply")
-    lines = [ANSI.sub("", line) for line in _text(launch).splitlines()]
+    launch, start, end = launch_window(code)
+    lines = [ANSI.sub("", line) for line in stream_text(launch).splitlines()]
     out, last = {}, start
     for name, pattern in MARKS:
         hit = next((t for line in lines if re.search(pattern, line) and (t := line_time(line, start.year))), None)
@@ -70,7 +68,7 @@ def phases(nb) -> dict:
     out["readiness check answers"] = round((end - last).total_seconds(), 1)
     text = "\n".join(lines)
     reported = {k: float(m.group(1)) for k, p in REPORTED.items() if (m := re.search(p, text))}
-    return {"total_s": round((end - start).total_seconds(), 1), "phases_s": out, "vllm_reports": reported,
+    return {"total_s": time_to_ready(code), "phases_s": out, "vllm_reports": reported,
             "notebook_sha256": notebook_sha256(nb)}
 
 

@@ -50,7 +50,8 @@ def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
     return seen
 
 
-def _text(cell) -> str:
+def stream_text(cell) -> str:
+    """What the cell printed (stdout and stderr), without rich outputs."""
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
@@ -59,18 +60,23 @@ def _find(pattern: str, text: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def _stamp(cell, key: str) -> datetime.datetime | None:
+def stamp(cell, key: str) -> datetime.datetime | None:
     """A time nbclient recorded for the cell: iopub.execute_input (start), shell.execute_reply (end)."""
     stamp = cell.metadata.get("execution", {}).get(key)
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
-def time_to_ready(code: list) -> float | None:
-    """Seconds from the start of the `serve run` cell to the end of the readiness check."""
+def launch_window(code: list) -> tuple:
+    """The `serve run` cell, when it started, and when the readiness check after it ended (None
+    for what the executed notebook lacks)."""
     launch = next((c for c in code if "serve run serve_llama_3_1_70b:app" in c.source), None)
     ready = next((c for c in code if "wait_until_ready(" in c.source), None)
-    start = launch and _stamp(launch, "iopub.execute_input")
-    end = ready and _stamp(ready, "shell.execute_reply")
+    return launch, launch and stamp(launch, "iopub.execute_input"), ready and stamp(ready, "shell.execute_reply")
+
+
+def time_to_ready(code: list) -> float | None:
+    """Seconds from the start of the `serve run` cell to the end of the readiness check."""
+    _, start, end = launch_window(code)
     return round((end - start).total_seconds(), 1) if start and end else None
 
 
@@ -83,7 +89,7 @@ def _version(dist: str) -> str | None:
 
 def summarise(nb, rc: int, answer_file: Path) -> dict:
     code = [c for c in nb.cells if c.cell_type == "code"]
-    out = "\n".join(_text(c) for c in code)
+    out = "\n".join(stream_text(c) for c in code)
     gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                           capture_output=True, text=True).stdout.strip().splitlines()
     answer = None

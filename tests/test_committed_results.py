@@ -12,9 +12,10 @@ import nbformat
 import pytest
 
 import capacity
-from ci import notebook_results
+from benchmarks import bench_plot, cold_start
 from benchmarks.autoscaling_plot import plot
 from benchmarks.bench_plot import table
+from ci import notebook_results
 from ci.multinode import draw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,20 +182,15 @@ def test_stream_batching_run_read_the_interval_back_and_lost_nothing():
 
 
 def test_start_up_phases_are_read_again_from_the_committed_notebook():
-    from benchmarks.cold_start import phases
-
     result = json.loads((ROOT / "docs/results/cold-start-h100.json").read_text())
     latest = list(result["runs"].values())[-1]  # the run whose executed notebook is committed
     executed = nbformat.read(ROOT / "docs/results/gpu-notebook-h100.ipynb", as_version=4)
-    assert phases(executed) == {k: latest[k] for k in ("total_s", "phases_s", "vllm_reports", "notebook_sha256")}
+    assert cold_start.phases(executed) == {k: latest[k] for k in ("total_s", "phases_s", "vllm_reports", "notebook_sha256")}
     for run in result["runs"].values():
         assert abs(sum(run["phases_s"].values()) - run["total_s"]) < 0.5  # the phases add up to the whole
 
 
-@pytest.mark.parametrize("name, draw", [("bench-stream-h100", "bench"), ("cold-start-h100", "cold_start")])
+@pytest.mark.parametrize("name, draw", [("bench-stream-h100", bench_plot.plot), ("cold-start-h100", cold_start.plot)])
 def test_benchmark_plots_are_regenerated_from_their_results(tmp_path, name, draw):
-    import importlib
-
-    plot_module = importlib.import_module("benchmarks.bench_plot" if draw == "bench" else "benchmarks.cold_start")
-    plot_module.plot(json.loads((ROOT / "docs/results" / f"{name}.json").read_text()), tmp_path / "a.png")
+    draw(json.loads((ROOT / "docs/results" / f"{name}.json").read_text()), tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes() == (ROOT / "docs/results" / f"{name}.png").read_bytes()
