@@ -27,8 +27,8 @@ from pathlib import Path
 
 from benchmarks.model_dirs import checkpoint
 from benchmarks.serve_deployment import DeploymentError, ServeDeployment, tail
-from tutorial import gpus, teardown
-from tutorial.facts import MODEL_ID
+from tutorial import access, gpus, teardown
+from tutorial.facts import HIGH_THROUGHPUT_ENV, MODEL_ID
 from tutorial.profiles import PROFILES
 from tutorial.ready import models_ready
 
@@ -40,22 +40,17 @@ REHEARSALS = {"70b-fp8": "rehearsal-fp8"}
 # Serve's name for the deployment of the model's LLMServer replicas.
 LLM_SERVER = "LLMServer:" + MODEL_ID.replace(".", "_")
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
-# Ray config name -> environment for `ray start` (its processes inherit it). "default" is the
-# tutorial as written; "tuned" is Ray's high-throughput mode: HAProxy in front, gRPC between
-# replicas, and direct streaming (the LLMServer replica serves HTTP itself, no ingress hop).
+# Ray config name -> what it changes in the environment of `ray start` and `serve run`, over the
+# notebook's (benchmarks/serve_deployment.py starts every Ray server as the notebook does).
 RAY_CONFIGS = {
-    "default": {},
-    "tuned": {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
-        # HAProxy asks for about 2.5 file descriptors per connection: its default of 20000
-        # connections needs 50k, more than many containers allow (the H100 box: 20000).
-        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
-    },
-    # The tutorial's deployment with every streamed chunk sent at once (benchmarks/bench_app.py).
-    "stream-0": {"BENCH_STREAM_BATCHING_INTERVAL_MS": "0"},
+    "tutorial": {},  # as the notebook deploys it: the high-throughput mode
+    # Ray Serve's default mode: Serve's Python proxy, an OpenAiIngress replica in front of the
+    # engine's, and streamed chunks batched every 50 ms.
+    "python-proxy": {name: "0" for name in HIGH_THROUGHPUT_ENV},
 }
+# The default mode with every streamed chunk sent at once (benchmarks/bench_app.py).
+RAY_CONFIGS["stream-0"] = {**RAY_CONFIGS["python-proxy"], "BENCH_STREAM_BATCHING_INTERVAL_MS": "0"}
+
 
 # Random prompts of input_len tokens, output_len generated; max(min_prompts, prompts_per_concurrency
 # x concurrency) requests per level.
@@ -161,28 +156,46 @@ def _group_alive(group: int) -> bool:
 class RayServeServer(ServeDeployment):
     name = "ray-serve"
 
-    def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float):
+    def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float,
+                 max_clients: int):
         self.config = config
+        # As the tutorial sizes max_ongoing_requests to what the KV cache holds: with vLLM's own
+        # KV sizing, the benchmark's engines hold every client of the sweep at once, as plain vLLM does.
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
-                   BENCH_ENGINE_KWARGS=json.dumps(kwargs))
+                   BENCH_ENGINE_KWARGS=json.dumps(kwargs), BENCH_MAX_ONGOING_REQUESTS=str(max_clients))
         super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
-        from serve_llama_3_1_70b import config as tutorial  # imports Ray: only where a Ray server is benchmarked
-
-        self.configured_interval_ms = float(env.get("BENCH_STREAM_BATCHING_INTERVAL_MS",
-                                                    tutorial["experimental_configs"]["stream_batching_interval_ms"]))
+        interval = env.get("BENCH_STREAM_BATCHING_INTERVAL_MS")
+        self.configured_interval_ms = None if interval is None else float(interval)
+        self.stream_batching_interval_ms = None
 
     def __enter__(self):
         super().__enter__()
         try:
-            self.stream_batching_interval_ms = self.interval_in_use()
-            if self.stream_batching_interval_ms != self.configured_interval_ms:
-                raise BenchError(f"the LLMServer replica batches streamed chunks every {self.stream_batching_interval_ms} ms, "
-                                 f"not the configured {self.configured_interval_ms} ms: Ray no longer reads "
-                                 f"experimental_configs['stream_batching_interval_ms']; find the setting's new name")
+            self.mode = self.mode_in_use()
+            if problem := mode_mismatch(self.env, self.mode):
+                raise BenchError(f"{problem}: find the setting's new name in Ray's release notes")
+            if self.configured_interval_ms is not None:
+                self.stream_batching_interval_ms = self.interval_in_use()
+                if self.stream_batching_interval_ms != self.configured_interval_ms:
+                    raise BenchError(f"the LLMServer replica batches streamed chunks every {self.stream_batching_interval_ms} ms, "
+                                     f"not the configured {self.configured_interval_ms} ms: Ray no longer reads "
+                                     f"experimental_configs['stream_batching_interval_ms']; find the setting's new name")
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def mode_in_use(self) -> dict:
+        """The running deployment's mode, read back from it: the processes that listen on the
+        endpoint's port, and the deployments of the application."""
+        # In a process with the cluster's environment: the dashboard asks for the cluster token.
+        code = "import json; from tutorial import autoscaling; print(json.dumps(sorted(autoscaling.deployments())))"
+        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                           timeout=120)
+        if p.returncode != 0:
+            raise BenchError(f"could not read the application's deployments:\n{p.stderr[-2000:]}")
+        return dict(http_server=sorted(set(access.listeners(self.port).values())),
+                    deployments=json.loads(p.stdout.splitlines()[-1]))
 
     def interval_in_use(self) -> float:
         """The stream batching interval the running replica uses, asked of the replica itself, so
@@ -207,6 +220,19 @@ class RayServeServer(ServeDeployment):
             if "LLMServer" in " ".join(p.info["cmdline"] or []):
                 return p.info["pid"]
         raise BenchError("no LLMServer replica process found to profile")
+
+
+def mode_mismatch(env: dict, mode: dict) -> str | None:
+    """What differs between the mode the environment asks for and the one the deployment runs;
+    None when they agree. A switch that Ray renamed or dropped shows up here as Ray's default mode."""
+    haproxy = env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    if (mode["http_server"] == ["haproxy"]) != haproxy:
+        return f"RAY_SERVE_ENABLE_HA_PROXY={env.get('RAY_SERVE_ENABLE_HA_PROXY')} but port 8000 is served by {mode['http_server']}"
+    direct = env.get("RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING") == "1"
+    if any(d.startswith("OpenAiIngress") for d in mode["deployments"]) == direct:
+        return (f"RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING={env.get('RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING')} but the "
+                f"application's deployments are {mode['deployments']}")
+    return None
 
 
 def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_len: int, output_len: int,
@@ -317,7 +343,7 @@ def benchmark(args) -> dict:
                 model_dir, load_format = checkpoint(MODELS[name], tmp)
                 kwargs = engine_kwargs(profile, load_format)
             candidates = ([VllmServer(model_dir, kwargs, args.logdir, args.ready_s)] if "vllm" in args.servers else [])
-            candidates += [RayServeServer(c, model_dir, kwargs, run_profile, args.logdir, args.ready_s)
+            candidates += [RayServeServer(c, model_dir, kwargs, run_profile, args.logdir, args.ready_s, max(levels))
                            for c in args.ray_configs]
             for server in candidates:
                 with server:
@@ -325,6 +351,8 @@ def benchmark(args) -> dict:
                                   args.logdir, args.level_s)
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
+                                    mode=getattr(server, "mode", None),
+                                    max_ongoing_requests=max(levels) if server.name == "ray-serve" else None,
                                     stream_batching_interval_ms=getattr(server, "stream_batching_interval_ms", None),
                                     engine=engine_line(server.log)))
     found = gpus.detect()
@@ -336,7 +364,7 @@ def benchmark(args) -> dict:
         "torch_version": metadata.version("torch"),
         "load": dict(sizes, dataset="random", ignore_eos=True, seed=0, endpoint="/v1/completions",
                      concurrency=levels),
-        "ray_configs": {k: RAY_CONFIGS[k] for k in args.ray_configs},
+        "ray_configs": {k: {**HIGH_THROUGHPUT_ENV, **RAY_CONFIGS[k]} for k in args.ray_configs},
         "servers": servers,
         "runs": runs,
     }
@@ -357,7 +385,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--smoke", action="store_true", help="reduced sweep on CPU with the small model")
     p.add_argument("--models", nargs="+", choices=sorted({*MODELS, *REHEARSALS}), default=None)
     p.add_argument("--servers", nargs="+", choices=["vllm", "ray-serve"], default=["vllm", "ray-serve"])
-    p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["default", "tuned"])
+    p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["tutorial", "python-proxy"])
     p.add_argument("--concurrency", nargs="+", type=int)
     p.add_argument("--min-prompts", type=int, help="requests at least per level (default: the load's own)")
     p.add_argument("--py-spy", nargs="*", type=int, default=[], help="concurrency levels to sample with py-spy")

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^"),
+         "tutorial": ("tab:blue", "-", "^"), "python-proxy": ("tab:red", "--", "s"),
          "stream-0": ("tab:orange", "-.", "v"), "tp2-one-node": ("tab:red", "--", "s"),
          "pp2-two-nodes": ("tab:green", "-", "D")}
 

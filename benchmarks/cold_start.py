@@ -6,6 +6,7 @@ the start of the `serve run` cell to the end of the readiness check.
 
   python -m benchmarks.cold_start --out docs/results/cold-start-h100.json \\
       before=OLD_EXECUTED.ipynb after=NEW_EXECUTED.ipynb        (writes the .png beside it)
+  python -m benchmarks.cold_start --merge --out docs/results/cold-start-h100.json later=EXECUTED.ipynb
 """
 
 import argparse
@@ -104,8 +105,10 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="LABEL=EXECUTED.ipynb, with its results JSON beside it")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--merge", action="store_true", help="keep the runs already in --out, adding these after them")
     args = p.parse_args(argv)
-    runs, meta = {}, {}
+    runs = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else {}
+    meta = {}
     for spec in args.runs:
         label, path = spec.split("=", 1)
         path = Path(path)

@@ -1,7 +1,8 @@
 """A Ray cluster with one Serve application on it, as a context manager, for scripts and tests.
 
-The same steps the notebook runs (token, `ray start --head`, `serve run --non-blocking`, wait
-until it answers), each under a deadline, with every command's output in one log. Entering
+The same steps the notebook runs (token, the high-throughput mode, `ray start --head`, `serve
+start` on loopback, `serve run --non-blocking`, wait until it answers), each under a deadline,
+with every command's output in one log. Entering
 refuses to start beside a running deployment; leaving, or failing to start, stops the cluster it
 started (and nothing else) and raises if anything of it is left.
 """
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from tutorial import teardown
-from tutorial.facts import METRICS_PORT, MIN_CPUS
+from tutorial.facts import HIGH_THROUGHPUT_ENV, HTTP_HOST, METRICS_PORT, MIN_CPUS
 from tutorial.ready import wait_until_ready
 
 
@@ -35,11 +36,12 @@ class ServeDeployment:
     port = teardown.PORT
 
     def __init__(self, target: str, app_dir: Path, env: dict, log: Path, ready_s: float, num_cpus: int = MIN_CPUS):
-        """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment;
-        the head declares at least `num_cpus` logical CPUs (scheduling slots, not cores)."""
+        """`target` is serve run's MODULE:APP in `app_dir`; `env` adds to this environment and
+        the notebook's (or overrides it); the head declares at least `num_cpus` logical CPUs
+        (scheduling slots, not cores)."""
         self.target, self.app_dir, self.log, self.ready_s = target, app_dir, log, ready_s
         self.num_cpus = num_cpus
-        self.env = dict(os.environ, RAY_AUTH_MODE="token", **env)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", **HIGH_THROUGHPUT_ENV, **env}
 
     def run(self, cmd: list[str], timeout: float) -> None:
         print("$", " ".join(cmd), flush=True)
@@ -62,6 +64,7 @@ class ServeDeployment:
             self.run(["setsid", "--wait", "ray", "start", "--head", "--num-cpus", cpus, "--metrics-export-port",
                       str(METRICS_PORT), "--disable-usage-stats"], 300)
             teardown.remember()
+            self.run(["serve", "start", "--http-host", HTTP_HOST], 300)
             # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
             self.run(["serve", "run", "--app-dir", str(self.app_dir), self.target, "--non-blocking"], self.ready_s)
             wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)

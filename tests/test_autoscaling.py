@@ -8,7 +8,6 @@ runs the same with one replica per GPU and records autoscaling-<gpu>x2.json.
 """
 
 import datetime
-import glob
 import json
 import os
 import threading
@@ -20,7 +19,7 @@ import httpx
 
 from benchmarks.autoscaling_plot import plot
 from benchmarks.serve_deployment import ServeDeployment
-from tutorial import autoscaling, gpus, ready
+from tutorial import autoscaling, gpus, metrics, ready
 from tutorial.facts import MODEL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,13 +112,9 @@ def hold(seconds: float, load: Load, timeline: list, t0: float) -> None:
 
 
 def requests_per_replica() -> dict:
-    """Chat requests each engine replica answered, from Serve's per-replica access log lines."""
-    counts = {}
-    for path in glob.glob("/tmp/ray/session_latest/logs/serve/replica_default_LLMServer*.log"):
-        with open(path, errors="replace") as f:
-            n = sum(" OK " in line and "chat" in line for line in f)
-        counts[Path(path).stem.rsplit("_", 1)[-1]] = n
-    return counts
+    """Requests each engine replica finished so far, from vLLM's counter in Ray's metrics (the
+    high-throughput mode writes no per-request lines to the replica logs)."""
+    return {replica: int(n) for replica, n in metrics.per_replica("ray_vllm_request_success_total").items()}
 
 
 def test_scales_out_under_load_and_back(tmp_path, pytestconfig, monkeypatch):
@@ -140,6 +135,7 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig, monkeypatch):
         scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
         assert scale_up_s is not None, f"no second replica within {SCALE_UP_S} s: {timeline[-5:]}"
         hold(30, load, timeline, t0)  # 30 s more on two replicas, so the new one serves
+        per_replica = requests_per_replica()  # before scale-down takes a replica and its counters away
         for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
             stop.set()
         load_stop_s = round(time.monotonic() - t0, 1)
@@ -148,7 +144,6 @@ def test_scales_out_under_load_and_back(tmp_path, pytestconfig, monkeypatch):
         stops[0].set()
         while load.running:
             time.sleep(0.5)
-        per_replica = requests_per_replica()
 
     result = {
         "date": datetime.date.today().isoformat(),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench
-from tutorial import teardown
+from tutorial import facts, teardown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +39,18 @@ def test_a_level_that_stops_answering_ends_at_its_deadline():
     assert signal.alarm(0) == 0  # no alarm left behind
 
 
+def test_a_mode_switch_that_ray_ignores_is_named():
+    tutorial_env = dict(facts.HIGH_THROUGHPUT_ENV)
+    as_asked = {"http_server": ["haproxy"], "deployments": ["LLMRouter", "LLMServer:my-llama-3_1-70b"]}
+    assert bench.mode_mismatch(tutorial_env, as_asked) is None
+    # Ray's default mode came up although the environment asked for HAProxy and direct streaming.
+    default = {"http_server": ["ray::ProxyActor"], "deployments": ["LLMServer:my-llama-3_1-70b", "OpenAiIngress"]}
+    assert "RAY_SERVE_ENABLE_HA_PROXY=1 but port 8000 is served by ['ray::ProxyActor']" in bench.mode_mismatch(tutorial_env, default)
+    no_direct = {"http_server": ["haproxy"], "deployments": default["deployments"]}
+    assert "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1 but" in bench.mode_mismatch(tutorial_env, no_direct)
+    assert bench.mode_mismatch({**tutorial_env, **bench.RAY_CONFIGS["python-proxy"]}, default) is None
+
+
 def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
     out = tmp_path / "bench.json"
     with socket.socket() as s:
@@ -58,7 +70,13 @@ def test_reduced_sweep_on_cpu_answers_every_request_and_leaves_nothing(tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {(r["config"], r["concurrency"]) for r in result["runs"]} == {
-        (cfg, c) for cfg in ("vllm", "default", "tuned") for c in (1, 4)}
+        (cfg, c) for cfg in ("vllm", "tutorial", "python-proxy") for c in (1, 4)}
+    # Each mode read back from the running deployment: HAProxy and no ingress replica as the tutorial deploys it.
+    modes = {s["config"]: s["mode"] for s in result["servers"] if s["server"] == "ray-serve"}
+    assert modes["tutorial"]["http_server"] == ["haproxy"]
+    assert not any(d.startswith("OpenAiIngress") for d in modes["tutorial"]["deployments"])
+    assert modes["python-proxy"]["http_server"] == ["ray::ProxyActor"]
+    assert "OpenAiIngress" in modes["python-proxy"]["deployments"]
     assert all(r["failed"] == 0 and r["output_throughput"] > 0 for r in result["runs"])
     assert out.with_suffix(".png").exists()
     assert teardown.leftovers() == []

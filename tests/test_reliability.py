@@ -125,8 +125,8 @@ def answers(client: httpx.Client) -> bool:
     return r.status_code == 200 and "4" in r.json()["choices"][0]["message"]["content"]
 
 
-def test_listens_on_loopback_only(server):
-    assert access.listen_addresses(8000) == ["127.0.0.1:8000"]
+def test_haproxy_answers_on_loopback_only(server):
+    assert access.listeners(8000) == {"127.0.0.1:8000": "haproxy"}
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Basic {KEY}", f"Bearer{KEY}"],
@@ -135,6 +135,29 @@ def test_a_missing_or_wrong_key_gets_401(client, header):
     r = client.post(CHAT, json=ask(max_tokens=4), headers={"Authorization": header} if header else {})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert KEY not in r.text
+    assert answers(client)
+
+
+def replica_http_ports() -> dict[int, str]:
+    """The loopback HTTP servers of Serve's replicas, which HAProxy forwards to: {port: process name}."""
+    found = {}
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1" and c.pid:
+            name = psutil.Process(c.pid).name()
+            if name.startswith("ray::ServeReplica"):
+                found[c.laddr.port] = name
+    return found
+
+
+def test_a_client_that_skips_haproxy_meets_the_same_key_check(client):
+    ports = replica_http_ports()
+    assert any("LLMServer" in name for name in ports.values()), ports
+    for port, name in ports.items():
+        r = client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=ask(max_tokens=4))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (name, r.text)
+        # The one path left open (HAProxy's routing question) never runs the model.
+        r = client.post(f"http://127.0.0.1:{port}/internal/route", json=ask(max_tokens=4))
+        assert "choices" not in r.text, (name, r.text)
     assert answers(client)
 
 

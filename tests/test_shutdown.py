@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from jupyter_client.manager import start_new_kernel
 
@@ -76,6 +77,8 @@ def shut_down(kc, cells: list[str], foreign: list) -> None:
     # The interrupt must not have reached Ray's daemons: serve shutdown got its answer.
     assert "gave up" not in text, text[-2000:]
     assert "port 8000 closed, no Ray or vLLM process of this tutorial left" in text, text[-2000:]
+    # `ray stop` would leave the high-throughput mode's HAProxy behind; the notebook's shutdown does not.
+    assert [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"] == []
     for p in foreign:
         assert f"not started by this tutorial, left running: pid {p.pid} " in text, text[-2000:]
 

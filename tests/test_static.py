@@ -5,10 +5,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
 import yaml
+
+from tutorial import facts
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
@@ -118,16 +121,23 @@ def test_default_scales(configs):
     assert 0 < auto["target_ongoing_requests"] <= deployment["max_ongoing_requests"] < 1000
 
 
-def test_ray_still_reads_the_stream_batching_interval(configs):
-    # experimental_configs is a free-form dict: a key Ray renamed or dropped would be ignored without
-    # a word, and a value other than Ray's default would silently stop applying. The LLMServer source
-    # must still read the key the config sets (the benchmark also asks the running replica).
+def test_the_notebook_turns_on_the_high_throughput_mode_the_helpers_use():
+    (cell,) = [c.source for c in CODE if "RAY_SERVE_ENABLE_HA_PROXY" in c.source]
+    environ: dict = {}
+    exec(cell, {"os": SimpleNamespace(environ=environ)})
+    assert environ == facts.HIGH_THROUGHPUT_ENV
+
+
+def test_ray_still_reads_the_high_throughput_switches():
+    # Ray reads each switch from the environment by name: one that Ray renamed or dropped would be
+    # ignored without a word, and the deployment would fall back to the slow path (the benchmark
+    # also reads the mode back from the running deployment).
     import importlib.util
 
-    assert configs["default"]["experimental_configs"] == {"stream_batching_interval_ms": 50}
     ray_dir = Path(importlib.util.find_spec("ray").origin).parent  # read, not imported: see the last test
-    server = (ray_dir / "llm/_internal/serve/core/server/llm_server.py").read_text()
-    assert 'experimental_configs.get(\n            "stream_batching_interval_ms"\n' in server
+    source = (ray_dir / "serve/_private/constants.py").read_text() + (ray_dir / "llm/_internal/serve/constants.py").read_text()
+    for name in facts.HIGH_THROUGHPUT_ENV:
+        assert re.search(rf'(os\.environ\.get|get_env_\w+)\(\s*"{name}"', source), name
 
 
 def test_default_is_the_source_config(configs):
@@ -266,8 +276,6 @@ def test_no_token_in_committed_outputs():
 
 
 def test_the_cells_write_the_facts_the_helpers_use():
-    from tutorial import facts
-
     code = "\n".join(c.source for c in CODE)
 
     def found(pattern: str) -> set[str]:
@@ -277,6 +285,7 @@ def test_the_cells_write_the_facts_the_helpers_use():
 
     assert found(r'model(?:_id)?="([^"]+)"|"model": "([^"]+)"') == {facts.MODEL_ID}
     assert found(r"127\.0\.0\.1:(\d+)/v1") == {str(facts.HTTP_PORT)}
+    assert found(r'--http-host "\$\{SERVE_HTTP_HOST:-([^}]+)\}"') == {facts.HTTP_HOST}
     assert found(r"--metrics-export-port (\d+)|127\.0\.0\.1:(\d+)/metrics") == {str(facts.METRICS_PORT)}
     assert found(r'READY_TIMEOUT_S:-(\d+)|"READY_TIMEOUT_S", (\d+)') == {str(facts.READY_TIMEOUT_S)}
     assert found(r"> (\d+) \? \$\(nproc\) : (\d+)") == {str(facts.MIN_CPUS)}

@@ -1,10 +1,11 @@
 """Who can reach the endpoint: where it listens, and an optional API key.
 
-Ray Serve's HTTP proxy listens on 127.0.0.1 unless RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0 is in
-the environment of `serve run`, and it checks no key. Serve calls `middlewares` when its proxy
-starts (the notebook points RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at it): with SERVE_API_KEY
-set in the environment of `ray start`, every request must carry `Authorization: Bearer <that
-key>` or gets 401; unset, nothing changes. The key is never logged or echoed.
+The endpoint listens where `serve start --http-host` says (the notebook: 127.0.0.1), and Serve
+checks no key. Serve calls `middlewares` when an HTTP server of its starts: its Python proxy, and
+in the high-throughput mode every ingress replica that HAProxy forwards to (the notebook points
+RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at it). With SERVE_API_KEY set in the environment of
+`ray start`, every request must carry `Authorization: Bearer <that key>` or gets 401; unset,
+nothing changes. The key is never logged or echoed.
 """
 
 import hmac
@@ -27,6 +28,13 @@ _UNAUTHORIZED = json.dumps(
 ).encode()
 
 
+def is_open(path: str) -> bool:
+    """Serve's health routes (/-/healthz, /-/routes) stay open for load balancers, and so does the
+    route where HAProxy asks the router replica which replica takes a request: HAProxy sends it
+    no Authorization header, and its answer is a replica id, never model output."""
+    return path.startswith("/-/") or path == "/internal/route"
+
+
 class RequireApiKey:
     """Pure ASGI middleware: answers 401 unless the bearer token equals `key`."""
 
@@ -35,8 +43,7 @@ class RequireApiKey:
         self.key = key.encode()
 
     async def __call__(self, scope, receive, send):
-        # Serve's own health routes (/-/healthz, /-/routes) stay open for load balancers.
-        if scope["type"] == "http" and not scope["path"].startswith("/-/"):
+        if scope["type"] == "http" and not is_open(scope["path"]):
             scheme, _, sent = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
             # The scheme is case-insensitive (RFC 9110); the key is compared in constant time.
             if scheme.lower() != b"bearer" or not hmac.compare_digest(sent.strip(), self.key):
@@ -55,12 +62,19 @@ def middlewares() -> list:
     return [Middleware(RequireApiKey, key=key)] if key else []
 
 
-def listen_addresses(port: int = HTTP_PORT) -> list[str]:
-    """The local addresses a TCP socket on `port` listens on, e.g. ['127.0.0.1:8000']."""
-    return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.net_connections("tcp")
-                   if c.status == psutil.CONN_LISTEN and c.laddr.port == port})
+def listeners(port: int = HTTP_PORT) -> dict[str, str]:
+    """Who listens on `port`, by local address: {'127.0.0.1:8000': 'haproxy'}."""
+    found = {}
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
+            try:
+                name = psutil.Process(c.pid).name() if c.pid else "another user's process"
+            except psutil.NoSuchProcess:
+                continue
+            found[f"{c.laddr.ip}:{c.laddr.port}"] = name
+    return dict(sorted(found.items()))
 
 
 if __name__ == "__main__":
-    print("listening on", ", ".join(listen_addresses()) or "nothing", "| API key check:",
-          "on" if os.environ.get(KEY_ENV) else f"off ({KEY_ENV} not set)")
+    print("listening on", ", ".join(f"{a} ({name})" for a, name in listeners().items()) or "nothing",
+          "| API key check:", "on" if os.environ.get(KEY_ENV) else f"off ({KEY_ENV} not set)")

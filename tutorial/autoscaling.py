@@ -16,16 +16,21 @@ SHOWN = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_del
          "look_back_period_s")
 
 
-def engine_deployment(app: str = APP, address: str = DASHBOARD) -> dict:
-    """The engine deployment's details: deployment_config, replicas, target_num_replicas, ..."""
+def deployments(app: str = APP, address: str = DASHBOARD) -> dict:
+    """The application's deployments by name, with their details: deployment_config, replicas, ..."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     details = ServeSubmissionClient(address).get_serve_details()
-    deployments = details.get("applications", {}).get(app, {}).get("deployments", {})
-    for name, d in deployments.items():
+    return details.get("applications", {}).get(app, {}).get("deployments", {})
+
+
+def engine_deployment(app: str = APP, address: str = DASHBOARD) -> dict:
+    """The engine deployment's details: deployment_config, replicas, target_num_replicas, ..."""
+    found = deployments(app, address)
+    for name, d in found.items():
         if name.startswith(ENGINE_PREFIX):
             return d
-    raise RuntimeError(f"no {ENGINE_PREFIX} deployment in Serve application {app!r} (found {sorted(deployments)})")
+    raise RuntimeError(f"no {ENGINE_PREFIX} deployment in Serve application {app!r} (found {sorted(found)})")
 
 
 def applied(deployment: dict) -> dict:

@@ -6,9 +6,18 @@ values, so a change here that the cells miss fails the tests.
 """
 
 MODEL_ID = "my-llama-3.1-70b"  # the served name: what clients put in "model"
-HTTP_PORT = 8000  # Serve's HTTP proxy: the OpenAI-compatible endpoint
+HTTP_PORT = 8000  # the OpenAI-compatible endpoint (HAProxy in the high-throughput mode)
+HTTP_HOST = "127.0.0.1"  # serve start --http-host: the endpoint and the replicas listen on loopback
 RAY_PORT = 6379  # the head node's GCS, where other nodes join
 METRICS_PORT = 8080  # ray start --metrics-export-port: Prometheus' endpoint on the head
 DASHBOARD_PORT = 8265  # Ray's dashboard, which the serve CLI talks to
 READY_TIMEOUT_S = 1800  # the deadline for the deployment to answer, unless READY_TIMEOUT_S is set
 MIN_CPUS = 4  # logical CPUs the head declares at least: the ingress, the engine and Serve's actors
+# Ray Serve LLM's high-throughput mode, which the launch cells turn on before `ray start`:
+# HAProxy in front, gRPC between replicas, the LLMServer replica serving HTTP itself.
+HIGH_THROUGHPUT_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+    "RAY_SERVE_HAPROXY_MAXCONN": "4096",
+}

@@ -45,11 +45,10 @@ def endpoints() -> list[str]:
     return [f"http://{t}/metrics" for t in targets] or [METRICS_URL]
 
 
-def scrape(urls: list[str] | None = None) -> dict[str, float]:
-    """Every ray_vllm_ sample on the endpoints (default: all of the cluster's), summed over its
-    labels (replicas, models) and endpoints. Raises OSError only when no endpoint answers."""
+def _samples(urls: list[str] | None = None):
+    """Every sample on the endpoints (default: all of the cluster's). Raises OSError only when no
+    endpoint answers."""
     urls = urls or endpoints()
-    totals: dict[str, float] = {}
     errors = []
     for url in urls:
         try:
@@ -59,11 +58,27 @@ def scrape(urls: list[str] | None = None) -> dict[str, float]:
             errors.append(f"{url}: {e}")
             continue
         for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name.startswith("ray_vllm_"):
-                    totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            yield from family.samples
     if len(errors) == len(urls):
         raise OSError("; ".join(errors))
+
+
+def scrape(urls: list[str] | None = None) -> dict[str, float]:
+    """Every ray_vllm_ sample on the endpoints, summed over its labels (replicas, models) and endpoints."""
+    totals: dict[str, float] = {}
+    for sample in _samples(urls):
+        if sample.name.startswith("ray_vllm_"):
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def per_replica(name: str, urls: list[str] | None = None) -> dict[str, float]:
+    """One ray_vllm_ sample summed by engine replica: {replica id: value}."""
+    totals: dict[str, float] = {}
+    for sample in _samples(urls):
+        if sample.name == name:
+            replica = sample.labels.get("ReplicaId", "")
+            totals[replica] = totals.get(replica, 0.0) + sample.value
     return totals
 
 

@@ -28,7 +28,9 @@ PORT = HTTP_PORT
 RECORD = Path(__file__).resolve().parent.parent / ".tutorial-cluster.json"
 RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it, `ray stop` deletes it
 # Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
-PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore")
+# HAProxy is among them: `ray stop` leaves the one Serve's high-throughput mode started.
+PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore",
+                 "haproxy")
 GRACE_S = 30
 CLEAN = f"port {PORT} closed, no Ray or vLLM process of this tutorial left"  # the last line when all is stopped
 
