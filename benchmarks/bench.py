@@ -44,9 +44,9 @@ VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer f
 # notebook's (benchmarks/serve_deployment.py starts every Ray server as the notebook does).
 RAY_CONFIGS = {
     "tutorial": {},  # as the notebook deploys it: the high-throughput mode
-    # Ray Serve's default mode: Serve's Python proxy, an OpenAiIngress replica in front of the
-    # engine's, and streamed chunks batched every 50 ms.
-    "python-proxy": {name: "0" for name in HIGH_THROUGHPUT_ENV},
+    # Ray Serve's default mode, every switch of the notebook's turned off: Serve's Python proxy, an
+    # OpenAiIngress replica in front of the engine's, and streamed chunks batched every 50 ms.
+    "python-proxy": {name: "0" for name, value in HIGH_THROUGHPUT_ENV.items() if value == "1"},
 }
 # The default mode with every streamed chunk sent at once (benchmarks/bench_app.py).
 RAY_CONFIGS["stream-0"] = {**RAY_CONFIGS["python-proxy"], "BENCH_STREAM_BATCHING_INTERVAL_MS": "0"}

@@ -196,7 +196,9 @@ failed and that each mode was the one asked for).
 
 
 def reliability_page(rel: dict) -> str:
-    bad = "\n".join(f"| {b['input']} | {b['status']} | {b['message'][:100].replace('|', '/')} |" for b in rel["bad_inputs"])
+    # One table row each: the message on one line, at most 100 characters.
+    bad = "\n".join(f"| {b['input']} | {b['status']} | {' '.join(b['message'].split())[:100].replace('|', '/')} |"
+                    for b in rel["bad_inputs"])
     faults = "\n".join(
         f"| {f['fault']} | {f['recovery_s']} s | {f['failed_during']} of {f['requests_during']} "
         f"({', '.join(f'{n} x {s}' for s, n in f['failed_during_by_status'].items()) or 'none'}) | "
@@ -220,9 +222,9 @@ the CPU, with the key check on) and puts it through what production traffic brin
 |---|---|---|
 {bad}
 
-The messages come from three layers: Serve's OpenAI ingress validates the JSON against the API's schema
-(`Invalid request format: ...`), vLLM checks values against the model (`max_tokens`, the context length, `n`), and
-Starlette rejects bytes that are not UTF-8.
+The messages come from vLLM's own OpenAI server, which the engine's replica runs in the high-throughput mode: it
+validates the JSON against the API's schema (`1 validation error: ...`), checks values against the model
+(`max_tokens`, the context length, `n`) and names an unknown model; Starlette rejects bytes that are not UTF-8.
 
 ## A client that leaves mid-stream
 

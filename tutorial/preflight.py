@@ -25,7 +25,10 @@ PLANNER_MODELS = {
     "unsloth/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
 }
-PORTS = {HTTP_PORT: "Ray Serve's HTTP endpoint", RAY_PORT: "a Ray head node", METRICS_PORT: "Ray's metrics endpoint"}
+# HAProxy's statistics page and metrics take Ray's default ports (RAY_SERVE_HAPROXY_STATS_PORT,
+# RAY_SERVE_HAPROXY_METRICS_PORT); HAProxy does not start when either is taken.
+PORTS = {HTTP_PORT: "Ray Serve's HTTP endpoint", RAY_PORT: "a Ray head node", METRICS_PORT: "Ray's metrics endpoint",
+         8404: "HAProxy's statistics page", 9101: "HAProxy's metrics"}
 
 
 @dataclass
