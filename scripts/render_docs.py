@@ -153,9 +153,10 @@ and before `serve run`:
 
 {reasons}
 
-The `LLMConfig` stays as it is, and Ray marks direct streaming experimental. HAProxy forwards each request to a replica's own HTTP server; Serve runs the same API key check there
-(`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`), and `serve start --http-host 127.0.0.1` keeps HAProxy and the replicas on
-loopback: without it the mode listens on every interface.
+The `LLMConfig` stays as it is, and Ray marks direct streaming experimental. HAProxy forwards each request to a
+replica's own HTTP server; Serve runs the same API key check there (`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`), and
+`serve start --http-host 127.0.0.1` keeps HAProxy and the replicas on loopback: without it the mode listens on every
+interface.
 
 ## Ray Serve's default mode
 
