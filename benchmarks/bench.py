@@ -158,7 +158,7 @@ class RayServeServer(ServeDeployment):
 
     def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float,
                  max_clients: int):
-        self.config = config
+        self.config, self.max_ongoing_requests = config, max_clients
         # As the tutorial sizes max_ongoing_requests to what the KV cache holds: with vLLM's own
         # KV sizing, the benchmark's engines hold every client of the sweep at once, as plain vLLM does.
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
@@ -352,7 +352,7 @@ def benchmark(args) -> dict:
                 servers.append(dict(model=name, server=server.name, config=server_config(server),
                                     ready_s=round(server.ready_after_s, 1), engine_kwargs=kwargs,
                                     mode=getattr(server, "mode", None),
-                                    max_ongoing_requests=max(levels) if server.name == "ray-serve" else None,
+                                    max_ongoing_requests=getattr(server, "max_ongoing_requests", None),
                                     stream_batching_interval_ms=getattr(server, "stream_batching_interval_ms", None),
                                     engine=engine_line(server.log)))
     found = gpus.detect()
