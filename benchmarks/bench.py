@@ -158,11 +158,13 @@ class RayServeServer(ServeDeployment):
 
     def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float,
                  max_clients: int):
-        self.config, self.max_ongoing_requests = config, max_clients
         # As the tutorial sizes max_ongoing_requests to what the KV cache holds: with vLLM's own
-        # KV sizing, the benchmark's engines hold every client of the sweep at once, as plain vLLM does.
+        # KV sizing, the benchmark's engines hold every client of the sweep at once, as plain vLLM
+        # does. Twice that: with exactly one slot per client, a client's next request reaches the
+        # router before the slot of its last one is free again, and waits for it.
+        self.config, self.max_ongoing_requests = config, 2 * max_clients
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
-                   BENCH_ENGINE_KWARGS=json.dumps(kwargs), BENCH_MAX_ONGOING_REQUESTS=str(max_clients))
+                   BENCH_ENGINE_KWARGS=json.dumps(kwargs), BENCH_MAX_ONGOING_REQUESTS=str(self.max_ongoing_requests))
         super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
         interval = env.get("BENCH_STREAM_BATCHING_INTERVAL_MS")
         self.configured_interval_ms = None if interval is None else float(interval)

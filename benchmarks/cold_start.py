@@ -7,6 +7,7 @@ the start of the `serve run` cell to the end of the readiness check.
   python -m benchmarks.cold_start --out docs/results/cold-start-h100.json \\
       before=OLD_EXECUTED.ipynb after=NEW_EXECUTED.ipynb        (writes the .png beside it)
   python -m benchmarks.cold_start --merge --out docs/results/cold-start-h100.json later=EXECUTED.ipynb
+      [--imports IMPORTS.log]   (lines "import MODULE: SECONDS s", each import timed in a fresh python)
 """
 
 import argparse
@@ -24,13 +25,17 @@ from ci.notebook_results import launch_window, notebook_sha256, stream_text, tim
 # (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
 # weights line of a run without workers, say) is merged into the next one.
 MARKS = (
-    ("serve run imports the app and starts Serve", r'Started Serve in namespace'),
+    ("Serve starts (where `serve run` starts it)", r'Started Serve in namespace'),
+    ("serve run imports the app", r"Deployment Options"),
     ("replica starts, imports vLLM, engine process", r"Initializing a V1 LLM engine"),
     ("workers start, weights load", r"Model loading took"),
     ("profile, KV cache, compile, CUDA graphs", r"init engine \(profile, create kv cache, warmup model\) took"),
     ("engine hands over to Serve", r"Started vLLM engine"),
     ("Serve marks the app ready", r"Application '[^']*' is ready"),
 )
+# Every phase name in start-up order, with the first phase of the runs recorded when the `serve run`
+# cell also started Serve.
+PHASES = ("serve run imports the app and starts Serve", *(name for name, _ in MARKS), "readiness check answers")
 # What vLLM itself reports about its steps, in seconds.
 REPORTED = {
     "weights_s": r"Loading weights took ([\d.]+) seconds",
@@ -73,6 +78,11 @@ def phases(nb) -> dict:
             "notebook_sha256": notebook_sha256(nb)}
 
 
+def phase_names(runs: dict) -> list[str]:
+    """The phases that any of `runs` has, in start-up order."""
+    return sorted({p for r in runs.values() for p in r["phases_s"]}, key=PHASES.index)
+
+
 def plot(result: dict, out: Path) -> None:
     import matplotlib
 
@@ -80,7 +90,7 @@ def plot(result: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = result["runs"]
-    names = list(dict.fromkeys(p for r in runs.values() for p in r["phases_s"]))
+    names = phase_names(runs)
     fig, ax = plt.subplots(figsize=(10, 2.6 + 0.55 * len(runs)))
     colors = plt.cm.tab10.colors
     for row, run in enumerate(runs.values()):
@@ -106,8 +116,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("runs", nargs="+", help="LABEL=EXECUTED.ipynb, with its results JSON beside it")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out, adding these after them")
+    p.add_argument("--imports", type=Path, help="times of single imports in a fresh python on the same machine")
     args = p.parse_args(argv)
-    runs = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else {}
+    old = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {}
+    runs = old.get("runs", {})
     meta = {}
     for spec in args.runs:
         label, path = spec.split("=", 1)
@@ -116,6 +128,13 @@ def main(argv: list[str]) -> int:
         runs[label] = dict(phases(nbformat.read(path, as_version=4)), profile=meta["profile"], date=meta["date"])
     result = {"device": f"{meta['gpu_name']} x{meta['gpu_count']}", "ray_version": meta["ray_version"],
               "vllm_version": meta["vllm_version"], "torch_version": meta["torch_version"], "runs": runs}
+    if args.imports:  # the fastest of each module's tries: what one process start costs at best
+        times = {}
+        for m in re.finditer(r"^import (\S+): ([\d.]+) s$", args.imports.read_text(), re.M):
+            times[m.group(1)] = min(times.get(m.group(1), float("inf")), float(m.group(2)))
+        result["python_import_s"] = times
+    elif "python_import_s" in old:
+        result["python_import_s"] = old["python_import_s"]
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out.with_suffix(".png"))
     print(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import capacity
+from benchmarks import cold_start
 from benchmarks.bench_plot import table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ Sending the first chunk at once and batching the rest (ray-project/ray#64534, no
 keep both."""
 
 
-def benchmark_page(bench: dict, cap32: dict, modes: dict, stream: dict) -> str:
+def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict) -> str:
     runs, load = _runs(bench), bench["load"]
     levels = load["concurrency"]
     (server,) = [s for s in bench["servers"] if s["config"] == "tutorial"]
@@ -97,6 +98,8 @@ def benchmark_page(bench: dict, cap32: dict, modes: dict, stream: dict) -> str:
     capped = _runs(cap32)
     (capped_server,) = [s for s in cap32["servers"] if s["config"] == "tutorial"]
     capped_text = ", ".join(f"{_ratio(capped, '8b', 'tutorial', c):.2f}x at {c}" for c in levels[-2:])
+    even = _runs(cap256)
+    even_top = {k: even["8b", k, top] for k in ("vllm", "tutorial")}
     mode_runs = _runs(modes)
     ttft_default = mode_runs["smollm2", "default", 1]["median_ttft_ms"] - mode_runs["smollm2", "vllm", 1]["median_ttft_ms"]
     default_small = {c: _ratio(mode_runs, "smollm2", "default", c) for c in levels}
@@ -122,9 +125,9 @@ This run: {bench['device']}, Ray {bench['ray_version']}, vLLM {bench['vllm_versi
 deployment as the notebook starts it, in Ray Serve LLM's high-throughput mode. The benchmark reads the mode back from
 the running deployment, so a switch that Ray renamed or dropped stops the run: port 8000 was served by
 `{", ".join(server['mode']['http_server'])}`, and the application's deployments were {" and ".join(f"`{d}`" for d in server['mode']['deployments'])},
-with no `OpenAiIngress` replica in the path. Each replica took up to {server['max_ongoing_requests']} requests at once, the
+with no `OpenAiIngress` replica in the path. Each replica took up to {server['max_ongoing_requests']} requests at once, twice the
 sweep's most clients: the tutorial sizes `max_ongoing_requests` to what the KV cache holds, and with vLLM's own KV
-sizing on an H100 the 8B shape holds them all.
+sizing on an H100 the 8B shape holds every client of the sweep (why twice: below).
 
 ![Output throughput and TTFT of plain vLLM and the tutorial's deployment](results/bench-h100.png)
 
@@ -134,15 +137,19 @@ Output throughput as a share of vLLM's, and median time to first token (TTFT):
 
 - **Time to first token**: {ttft_gap:+.1f} ms against vLLM at {one} client.
 - **Throughput**: {", ".join(f"{ratios[c]:.2f}x" for c in met)} of vLLM's at {", ".join(map(str, met))} clients, no request failed.
-- **Not reached**: {", ".join(f"{ratios[c]:.2f}x at {c} clients" for c in missed) or "nothing"}. There the median
+- **Below 0.95x**: {", ".join(f"{ratios[c]:.2f}x at {c} clients" for c in missed) or "nothing"}. At {top} clients the median
   first token came after {at_top['tutorial']['median_ttft_ms']:.0f} ms against vLLM's {at_top['vllm']['median_ttft_ms']:.0f} ms,
-  while the time per output token was {at_top['tutorial']['median_tpot_ms']:.1f} ms against {at_top['vllm']['median_tpot_ms']:.1f} ms:
-  requests waited before the engine took them. Where they waited (HAProxy, the router replica, the replica's
-  admission) was not measured. An earlier lease measured this mode at 0.97x at 256 clients (below).
-- **The replica's limit decides the high end.** The same lease, with the `gpu` profile's
-  {capped_server['max_ongoing_requests']} requests per replica ([`bench-cap32-h100.json`](results/bench-cap32-h100.json)): {capped_text}
-  clients, the rest waiting in Ray's queue. Size `max_ongoing_requests` to the KV cache (`python capacity.py`), as the
-  70B's config does, or requests queue in Ray that the engine had room for.
+  while the time per output token was {at_top['tutorial']['median_tpot_ms']:.1f} ms against {at_top['vllm']['median_tpot_ms']:.1f} ms.
+- **The replica's limit decides the high end.** With exactly one slot per client
+  ({even['8b', 'tutorial', top]['concurrency']} clients, `max_ongoing_requests` {[s for s in cap256['servers'] if s['config'] == 'tutorial'][0]['max_ongoing_requests']}, an earlier lease,
+  [`bench-cap256-h100.json`](results/bench-cap256-h100.json)), the deployment reached only {_ratio(even, '8b', 'tutorial', top):.2f}x at {top}
+  clients, with a median first token after {even_top['tutorial']['median_ttft_ms']:.0f} ms against vLLM's
+  {even_top['vllm']['median_ttft_ms']:.0f} ms; with twice the slots, {ratios[top]:.2f}x above. Our reading of the two runs (in
+  different leases; we did not trace it): a client's next request reaches the router before the slot of its last one
+  is free again, and waits for it. With the `gpu` profile's {capped_server['max_ongoing_requests']} requests per replica
+  ([`bench-cap32-h100.json`](results/bench-cap32-h100.json)): {capped_text} clients, the rest waiting in Ray's queue.
+  Size `max_ongoing_requests` to what the KV cache holds (`python capacity.py`), as the 70B's config does, with room
+  above the clients you expect, or requests queue in Ray that the engine had room for.
 
 The mode is four environment variables, set before `ray start` on every node so that Ray's processes inherit them,
 and before `serve run`:
@@ -345,8 +352,8 @@ figure, and read the real one from vLLM's log before promising more.
 
 def startup_page(cold: dict) -> str:
     runs = cold["runs"]
-    (before, first, second, fast) = runs.values()
-    names = list(dict.fromkeys(p for r in runs.values() for p in r["phases_s"]))
+    (before, first, second, fast, now_first, now) = runs.values()
+    names = cold_start.phase_names(runs)
     header = "| phase | " + " | ".join(runs) + " |"
     # A step whose log line a run lacks is counted in the next phase: shown as "-".
     rows = "\n".join(f"| {name} | " + " | ".join(f"{r['phases_s'][name]:.1f}" if name in r["phases_s"] else "-"
@@ -354,6 +361,9 @@ def startup_page(cold: dict) -> str:
     totals = "| **from `serve run` to the first answer** | " + " | ".join(f"**{r['total_s']:.1f}**" for r in runs.values()) + " |"
     engine = "profile, KV cache, compile, CUDA graphs"
     replica = "replica starts, imports vLLM, engine process"
+    imports = cold["python_import_s"]
+    import_text = ", ".join(f"`{m}` {t:.0f} s" for m, t in imports.items())
+    fastest = min(now_first["total_s"], now["total_s"])
     return f"""# How long it takes to start
 
 [`benchmarks/cold_start.py`](../benchmarks/cold_start.py) reads the log lines that the `serve run` cell of an
@@ -375,22 +385,25 @@ the notebook under nbmake.
   The first start's extra time is work that the second one found done on the machine's disk, most likely kernels
   compiled on first use and cached under the home directory (which caches, was not measured): a node that keeps its
   home directory, or a mounted cache folder, between restarts should start the second way.
-- **Ray's part** does not shrink with the model. From the start of `serve run` to Serve running: about
-  {second['phases_s']['serve run imports the app and starts Serve']:.0f} s. From there to vLLM's engine process:
-  {second['phases_s'][replica]:.0f} s on the second start. In it, the replica's own log shows the replica process
-  starting and importing Ray Serve LLM and vLLM, then a Ray task that Ray Serve LLM runs on every node of the
-  placement group to fetch the model files, in a new worker process, even when the model is a local folder. Starting
-  vLLM's worker process and loading the weights takes {second['phases_s']['workers start, weights load']:.0f} s more,
-  though the weights themselves load in {second['vllm_reports']['weights_s']:.2f} s.
-- **The high-throughput mode** (the tutorial's launch now; its cell starts Serve with `serve start` first) took
-  {fast['total_s']:.0f} s on its first start of the small model on a machine that had just run the 8B benchmark: engine
-  initialisation {fast['phases_s'][engine]:.0f} s, but {fast['phases_s'][replica]:.0f} s from Serve running to vLLM's engine
-  process and {fast['phases_s']['Serve marks the app ready']:.0f} s for Serve to mark the app ready, which here includes the
-  engine's handover (its log line is missing in this mode). Whether the mode or the machine's state made Ray's part
-  slower was not separated: a second start in this mode was not measured.
-- **Not reached**: a start within 90 s. The fastest run took {second['total_s']:.0f} s,
-  {second['total_s'] - second['phases_s'][engine]:.0f} s of it outside vLLM's engine initialisation: what is left to cut is
-  in Ray's start-up path, not in the engine.
+- **Serve itself** now starts with the cluster (`serve start`, in the notebook's *Start Serve* cell), once, before
+  any deployment: the last two runs no longer count it, and a redeploy does not wait for it.
+- **No node initialisation task.** Before it starts the engine, each replica of Ray Serve LLM runs a task on every
+  node of its placement group to copy the weights from a cloud mirror, in a new worker process, even when the model is
+  a local folder. Every profile's weights are on local disk, so the profiles turn it off
+  ([`tutorial/startup.py`](../tutorial/startup.py)). On a CPU, where the replica computes the engine's configuration
+  itself, that takes a whole process start out of the path. On a GPU it saves less: Ray Serve LLM computes the
+  configuration in a task on the GPU, which starts that worker process anyway.
+- **Ray's part** does not shrink with the model. In the last run: {now['phases_s']['serve run imports the app']:.0f} s for `serve run` to
+  import the app, {now['phases_s'][replica]:.0f} s from there to vLLM's engine process, and
+  {now['phases_s']['workers start, weights load']:.0f} s for vLLM's worker process, though the weights themselves load in
+  {now['vllm_reports']['weights_s']:.2f} s. Each of these steps is a new Python process importing Ray Serve LLM or vLLM,
+  one after the other: the `serve run` command, the replica, the configuration task, vLLM's engine process and its
+  worker. On this machine one import alone, in a fresh `python`, took {import_text}.
+- **Not reached**: a start within 90 s on the H100. The fastest run with these changes took {fastest:.0f} s, and
+  {now['total_s'] - now['phases_s'][engine]:.0f} s of the last one was outside vLLM's engine initialisation. Ray Serve LLM
+  places vLLM's engine and its worker in processes of their own (it allows only Ray's executor on GPUs), and each
+  process pays the imports again. A machine with faster single cores, or with its Python packages on faster disk,
+  shortens every link of that chain.
 """
 
 
@@ -506,9 +519,11 @@ the right GPU joins (that recovery was not tried).
 
 
 PAGES = {
-    "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-modes-h100.json and bench-stream-h100.json",
+    "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json "
+                     "and bench-stream-h100.json",
                      lambda: benchmark_page(_load("bench-h100.json"), _load("bench-cap32-h100.json"),
-                                            _load("bench-modes-h100.json"), _load("bench-stream-h100.json"))),
+                                            _load("bench-cap256-h100.json"), _load("bench-modes-h100.json"),
+                                            _load("bench-stream-h100.json"))),
     "startup.md": ("docs/results/cold-start-h100.json", lambda: startup_page(_load("cold-start-h100.json"))),
     "scaling.md": ("docs/results/autoscaling-cpu.json and autoscaling-h200x2.json",
                    lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),

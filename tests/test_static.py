@@ -1,6 +1,7 @@
 """Fast checks of the notebook, the config files and the generated README; nothing is started."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -298,3 +299,17 @@ def test_importing_the_helpers_does_not_import_ray():
             "tutorial.autoscaling, tutorial.metrics, tutorial.teardown; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def test_the_profiles_skip_node_initialisation_and_ray_still_reads_the_switch():
+    """The profiles' callback turns Ray Serve LLM's node initialisation task off. Were the switch
+    renamed, the callback would set a field nothing reads, and every start would be slower again."""
+    code = ("import asyncio, inspect; from ray.llm._internal.common.utils.import_utils import load_class; "
+            "from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine; "
+            "from serve_llama_3_1_70b import config; from tutorial.profiles import apply_profile; "
+            "cls = load_class(apply_profile(config, 'cpu')['callback_config']['callback_class']); "
+            "cb = cls(llm_config=None); asyncio.run(cb.on_before_node_init()); "
+            "print(cls.__name__, cb.ctx.run_init_node, 'if callback.ctx.run_init_node:' in inspect.getsource(VLLMEngine.start))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LLM_PROFILE": "70b"})
+    assert out.stdout.split()[-3:] == ["WeightsOnLocalDisk", "False", "True"], out.stdout[-2000:] + out.stderr[-2000:]

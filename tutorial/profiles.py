@@ -152,6 +152,8 @@ def apply_profile(config: dict, profile: str | None) -> dict:
     out["accelerator_type"] = override["accelerator_type"]
     out["placement_group_config"] = override["placement_group_config"]
     out["engine_kwargs"] = override["engine_kwargs"]
+    # Every profile's weights are on local disk: no node initialisation task (tutorial/startup.py).
+    out["callback_config"] = dict(callback_class="tutorial.startup.WeightsOnLocalDisk")
     # What a profile leaves out of the scaling settings stays the 70B's.
     deployment = out["deployment_config"]
     if "max_ongoing_requests" in override:
