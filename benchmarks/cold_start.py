@@ -25,7 +25,7 @@ from ci.notebook_results import launch_window, notebook_sha256, stream_text, tim
 # (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
 # weights line of a run without workers, say) is merged into the next one.
 MARKS = (
-    ("Serve starts (where `serve run` starts it)", r'Started Serve in namespace'),
+    ("Serve starts (in the same cell as `serve run`)", r'Started Serve in namespace'),
     ("serve run imports the app", r"Deployment Options"),
     ("replica starts, imports vLLM, engine process", r"Initializing a V1 LLM engine"),
     ("workers start, weights load", r"Model loading took"),
@@ -33,8 +33,8 @@ MARKS = (
     ("engine hands over to Serve", r"Started vLLM engine"),
     ("Serve marks the app ready", r"Application '[^']*' is ready"),
 )
-# Every phase name in start-up order, with the first phase of the runs recorded when the `serve run`
-# cell also started Serve.
+# Every phase name in start-up order, with the first phase of the H100 runs recorded before Serve had
+# a cell of its own (split in two since).
 PHASES = ("serve run imports the app and starts Serve", *(name for name, _ in MARKS), "readiness check answers")
 # What vLLM itself reports about its steps, in seconds.
 REPORTED = {
@@ -126,7 +126,8 @@ def main(argv: list[str]) -> int:
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
         runs[label] = dict(phases(nbformat.read(path, as_version=4)), profile=meta["profile"], date=meta["date"])
-    result = {"device": f"{meta['gpu_name']} x{meta['gpu_count']}", "ray_version": meta["ray_version"],
+    device = f"{meta['gpu_name']} x{meta['gpu_count']}" if meta["gpu_name"] else f"CPU ({meta['cpu_cores']} cores)"
+    result = {"device": device, "ray_version": meta["ray_version"],
               "vllm_version": meta["vllm_version"], "torch_version": meta["torch_version"], "runs": runs}
     if args.imports:  # the fastest of each module's tries: what one process start costs at best
         times = {}

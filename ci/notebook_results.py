@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -90,14 +91,17 @@ def _version(dist: str) -> str | None:
 def summarise(nb, rc: int, answer_file: Path) -> dict:
     code = [c for c in nb.cells if c.cell_type == "code"]
     out = "\n".join(stream_text(c) for c in code)
-    gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                          capture_output=True, text=True).stdout.strip().splitlines()
+    gpus = []  # a CPU run of the notebook is summarised too
+    if shutil.which("nvidia-smi"):
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                              capture_output=True, text=True).stdout.strip().splitlines()
     answer = None
     if answer_file.exists():
         answer = json.loads(answer_file.read_text())["choices"][0]["message"]["content"]
     return {
         "gpu_name": gpus[0] if gpus else None,
         "gpu_count": len(gpus),
+        "cpu_cores": os.cpu_count(),
         "notebook_sha256": notebook_sha256(nb),
         "profile": os.environ.get("LLM_PROFILE"),
         "ray_version": _version("ray"),
