@@ -43,11 +43,17 @@ def _ratio(runs: dict, model: str, config: str, c: int) -> float:
     return runs[model, config, c]["output_throughput"] / runs[model, "vllm", c]["output_throughput"]
 
 
+def _server(bench: dict, config: str) -> dict:
+    """The one server entry of a benchmark run that deployed `config`."""
+    (server,) = [s for s in bench["servers"] if s["config"] == config]
+    return server
+
+
 def stream_section(stream: dict) -> str:
     """The tutorial's deployment with stream_batching_interval_ms 0 against vLLM, and the 50 ms levels beside it."""
     runs = _runs(stream)
     levels = stream["load"]["concurrency"]
-    (server,) = [s for s in stream["servers"] if s["config"] == "stream-0"]
+    server = _server(stream, "stream-0")
     fifty = {r["concurrency"]: r for r in stream["interval_50"]["runs"]}
     rows = []
     for c in levels:
@@ -88,7 +94,7 @@ keep both."""
 def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict) -> str:
     runs, load = _runs(bench), bench["load"]
     levels = load["concurrency"]
-    (server,) = [s for s in bench["servers"] if s["config"] == "tutorial"]
+    server = _server(bench, "tutorial")
     ratios = {c: _ratio(runs, "8b", "tutorial", c) for c in levels}
     met = [c for c in levels if ratios[c] >= 0.95]
     missed = [c for c in levels if ratios[c] < 0.95]
@@ -96,11 +102,11 @@ def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: 
     ttft_gap = runs["8b", "tutorial", one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
     at_top = {k: runs["8b", k, top] for k in ("vllm", "tutorial")}
     capped = _runs(cap32)
-    (capped_server,) = [s for s in cap32["servers"] if s["config"] == "tutorial"]
+    capped_server = _server(cap32, "tutorial")
     capped_text = ", ".join(f"{_ratio(capped, '8b', 'tutorial', c):.2f}x at {c}" for c in levels[-2:])
     even = _runs(cap256)
     even_top = {k: even["8b", k, top] for k in ("vllm", "tutorial")}
-    (even_server,) = [s for s in cap256["servers"] if s["config"] == "tutorial"]
+    even_server = _server(cap256, "tutorial")
     mode_runs = _runs(modes)
     ttft_default = mode_runs["smollm2", "default", 1]["median_ttft_ms"] - mode_runs["smollm2", "vllm", 1]["median_ttft_ms"]
     default_small = {c: _ratio(mode_runs, "smollm2", "default", c) for c in levels}

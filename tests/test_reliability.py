@@ -140,13 +140,8 @@ def test_a_missing_or_wrong_key_gets_401(client, header):
 
 def replica_http_ports() -> dict[int, str]:
     """The loopback HTTP servers of Serve's replicas, which HAProxy forwards to: {port: process name}."""
-    found = {}
-    for c in psutil.net_connections("tcp"):
-        if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1" and c.pid:
-            name = psutil.Process(c.pid).name()
-            if name.startswith("ray::ServeReplica"):
-                found[c.laddr.port] = name
-    return found
+    return {int(addr.rsplit(":", 1)[1]): name for addr, name in access.listeners(None).items()
+            if addr.startswith("127.0.0.1:") and name.startswith("ray::ServeReplica")}
 
 
 def test_a_client_that_skips_haproxy_meets_the_same_key_check(client):
