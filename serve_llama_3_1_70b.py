@@ -4,8 +4,6 @@ import os
 
 from ray.serve.llm import LLMConfig, build_openai_app
 
-hf_token = os.environ.get("HF_TOKEN")
-
 config = dict(
     model_loading_config=dict(
         # The name clients put in "model"; model_source is where the weights come from.
@@ -34,8 +32,8 @@ config = dict(
     # Export vLLM's engine metrics (time to first token, KV cache use, token counts) through
     # Ray's Prometheus endpoint, for the Serve LLM Grafana dashboard.
     log_engine_metrics=True,
-    # The engine needs the token to download gated weights; pass it only when it is set.
-    runtime_env=dict(env_vars={"HF_TOKEN": hf_token} if hf_token else {}),
+    # No HF_TOKEN here: the engine finds it in the environment that `ray start` ran in. Passed
+    # in runtime_env, Ray would write it in clear into its logs and onto a worker's command line.
     engine_kwargs=dict(
         max_model_len=32768,
         # Shard every weight matrix across the node's 8 GPUs (about 17.5 GB of bf16 each).

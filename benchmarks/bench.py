@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = {"smollm2": "smollm2-135m", "8b": "tests/fixtures/data/llama-3.1-8b-vocab49152.json"}
 # Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
-REHEARSALS = {"70b-fp8": "rehearsal-fp8"}
+REHEARSALS = {"70b": "rehearsal", "70b-fp8": "rehearsal-fp8"}
 # Serve's name for the deployment of the model's LLMServer replicas.
 LLM_SERVER = "LLMServer:" + MODEL_ID.replace(".", "_")
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
@@ -80,7 +80,8 @@ def cli_flags(kwargs: dict) -> list[str]:
     flags = []
     for key, value in kwargs.items():
         flag = "--" + key.replace("_", "-")
-        flags += [flag] if value is True else [flag, str(value)]
+        # Dicts (compilation_config) as JSON, which vLLM's CLI parses; the rest as text.
+        flags += [flag] if value is True else [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
     return flags
 
 
@@ -332,6 +333,8 @@ def benchmark(args) -> dict:
     sizes = dict(CPU_LOAD if args.smoke else GPU_LOAD)
     if args.min_prompts:
         sizes["min_prompts"] = args.min_prompts
+    if args.prompts_per_concurrency:
+        sizes["prompts_per_concurrency"] = args.prompts_per_concurrency
     levels = args.concurrency or ([1, 4] if args.smoke else [1, 4, 16, 64, 256])
     runs, servers = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -390,6 +393,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ray-configs", nargs="+", choices=sorted(RAY_CONFIGS), default=["tutorial", "python-proxy"])
     p.add_argument("--concurrency", nargs="+", type=int)
     p.add_argument("--min-prompts", type=int, help="requests at least per level (default: the load's own)")
+    p.add_argument("--prompts-per-concurrency", type=int, help="requests per client at each level (default: the load's own)")
     p.add_argument("--py-spy", nargs="*", type=int, default=[], help="concurrency levels to sample with py-spy")
     p.add_argument("--py-spy-s", type=float, default=8, help="seconds of py-spy sampling per sampled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")

@@ -17,11 +17,12 @@ from pathlib import Path
 import capacity
 from benchmarks.model_dirs import checkpoint
 from tutorial import gpus
+from tutorial.profiles import NO_MULTICAST_FUSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # (planner model, max_model_len, enforce_eager, tensor_parallel_size, weight dtype): real weights
-# for SmolLM2, random ones for the shapes. --tp2 runs the 70B's shape over two GPUs.
+# for SmolLM2, random ones for the shapes. --tp2 and --tp4 run the 70B's shape over two or four GPUs.
 CASES = [
     ("smollm2-135m", 2048, True, 1, "bf16"),
     ("smollm2-135m", 8192, True, 1, "bf16"),  # its max_position_embeddings
@@ -31,14 +32,15 @@ TP2_CASES = [
     ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
     ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
+# Eager only: the compiled TP 4 case is the engine log of the notebook's TP 4 run (ci/tp4.sh).
+TP4_CASES = [("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 32768, True, 4, "bf16")]
 # max_num_batched_tokens is passed as `vllm serve` (and so Ray Serve LLM) sets it: the LLM class
 # alone would profile twice as many tokens on an H100 and keep more memory back than a server.
 ENGINE = """
-import sys
+import json, sys
 from vllm import LLM
 if __name__ == "__main__":
-    LLM(model=sys.argv[1], max_model_len=int(sys.argv[2]), load_format=sys.argv[3], enforce_eager=sys.argv[4] == "1",
-        tensor_parallel_size=int(sys.argv[5]), max_num_batched_tokens=int(sys.argv[6]))
+    LLM(**json.loads(sys.argv[1]))
 """
 
 
@@ -47,6 +49,14 @@ def log_figures(log: str) -> tuple[int, float] | None:
     tokens = re.search(r"GPU KV cache size: ([\d,]+) tokens", log)
     conc = re.search(r"Maximum concurrency for [\d,]+ tokens per request: ([\d.]+)x", log)
     return (int(tokens.group(1).replace(",", "")), float(conc.group(1))) if tokens and conc else None
+
+
+def memory_line(log: str) -> dict:
+    """vLLM's own split of a GPU's memory (GiB per GPU), from the line it logs after start-up."""
+    m = re.search(r"Actual usage is ([\d.]+) GiB for weight, ([\d.]+) GiB for peak activation, ([\d.]+) GiB "
+                  r"for non-torch memory, and ([\d.]+) GiB for CUDAGraph memory", log)
+    keys = ("weights_gib", "activation_peak_gib", "non_torch_gib", "cuda_graph_gib")
+    return dict(zip(keys, map(float, m.groups()))) if m else {}
 
 
 def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, tp: int, weights: str,
@@ -70,25 +80,28 @@ def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str,
     path, load_format = checkpoint(model, workdir, weights)
     config = model if model in capacity.MODELS else str(Path(path) / "config.json")
     batched = capacity.server_defaults(gpu)[1]
-    out = subprocess.run([sys.executable, "-c", ENGINE, path, str(max_model_len), load_format, str(int(eager)), str(tp),
-                          str(batched)],
-                         capture_output=True, text=True, timeout=900)
+    # Compiled as the rehearsal profile compiles (without the all-reduce fusion it cannot run here).
+    kwargs = dict(model=path, max_model_len=max_model_len, load_format=load_format, enforce_eager=eager,
+                  tensor_parallel_size=tp, max_num_batched_tokens=batched, **({} if eager else NO_MULTICAST_FUSION))
+    out = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(kwargs)], capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     figures = log_figures(log)
     if out.returncode or not figures:
         sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
-    return compare(model, config, gpu, max_model_len, eager, tp, weights, batched, *figures, "this script")
+    return {**compare(model, config, gpu, max_model_len, eager, tp, weights, batched, *figures, "this script"),
+            "vllm_memory_per_gpu": memory_line(log)}
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/capacity-validation.json")
     parser.add_argument("--tp2", action="store_true", help="the 70B shape at tensor_parallel_size 2 instead")
+    parser.add_argument("--tp4", action="store_true", help="the 70B shape at tensor_parallel_size 4, eager")
     args = parser.parse_args(argv)
     found = gpus.detect()
     gpu = gpus.node_type()
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [run_case(*case, gpu, Path(tmp)) for case in (TP2_CASES if args.tp2 else CASES)]
+        cases = [run_case(*case, gpu, Path(tmp)) for case in (TP2_CASES if args.tp2 else TP4_CASES if args.tp4 else CASES)]
     result = {
         "device": f"{found[0][0]} ({found[0][1]} MiB)", "date": datetime.date.today().isoformat(),
         "vllm_version": metadata.version("vllm"), "torch_version": metadata.version("torch"), "cases": cases,

@@ -24,7 +24,12 @@ FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version
           "passed", "cells_failed", "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "engine", "date")
 # vLLM's start-up lines worth keeping: KV cache size, and where the time to ready went.
 ENGINE_LINES = re.compile(r"GPU KV cache size|Maximum concurrency for|Loading weights took|Model loading took|"
-                          r"torch\.compile takes|Graph capturing finished|init engine \(profile|Available KV cache memory")
+                          r"torch\.compile takes|Graph capturing finished|init engine \(profile|Available KV cache memory|"
+                          r"Actual usage is|CUDA graph pool memory")
+# The engine's settings worth keeping, from the config line vLLM logs once at start-up.
+ENGINE_SETTINGS = {"tensor_parallel_size": r"tensor_parallel_size=(\d+)", "pipeline_parallel_size": r"pipeline_parallel_size=(\d+)",
+                   "enforce_eager": r"enforce_eager=(True|False)", "cudagraph_mode": r"'cudagraph_mode': <CUDAGraphMode\.(\w+)",
+                   "fuse_allreduce_rms": r"'fuse_allreduce_rms': (True|False)"}
 
 
 HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
@@ -41,14 +46,31 @@ def notebook_sha256(nb) -> str:
     return hashlib.sha256("".join(c.source + "\n" for c in nb.cells if c.cell_type == "code").encode()).hexdigest()
 
 
-def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
-    """The engine's start-up lines from the Ray session's logs, once each, in order."""
-    seen = []
+def _log_lines(log_dir: str):
     for path in sorted(glob.glob(os.path.join(log_dir, "**", "*"), recursive=True)):
         if os.path.isfile(path):
             with open(path, errors="replace") as f:
-                seen += [line.strip()[:400] for line in f if ENGINE_LINES.search(line) and line.strip()[:400] not in seen]
+                yield from f
+
+
+def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
+    """The engine's start-up lines from the Ray session's logs, once each, in order."""
+    seen = []
+    for line in _log_lines(log_dir):
+        if ENGINE_LINES.search(line) and line.strip()[:700] not in seen:
+            seen.append(line.strip()[:700])
     return seen
+
+
+def engine_settings(log_dir: str = "/tmp/ray/session_latest/logs") -> dict:
+    """Parallelism, eager or CUDA graphs, and the all-reduce fusion, as the engine logged its config."""
+    for line in _log_lines(log_dir):
+        if "Initializing a V1 LLM engine" in line:
+            found = {k: re.search(p, line) for k, p in ENGINE_SETTINGS.items()}
+            return {k: json.loads(m.group(1).lower()) if m and m.group(1) in ("True", "False") else
+                    int(m.group(1)) if m and m.group(1).isdigit() else m.group(1) if m else None
+                    for k, m in found.items()}
+    return {}
 
 
 def stream_text(cell) -> str:
@@ -113,6 +135,7 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
         "first_token_s": _find(r"first after (\d+(?:\.\d+)?) s", out),
         "answer": answer,
         "shutdown_verified": teardown.CLEAN in out,
+        "engine_settings": engine_settings(),
         "engine": engine_lines(),
         "date": datetime.date.today().isoformat(),
     }

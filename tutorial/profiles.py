@@ -127,9 +127,17 @@ def rehearsal(weights: str = "bf16") -> dict:
             load_format="dummy",  # random weights of the right shapes: nothing to download
             # With fp8 weights, vLLM 0.26 (torch 2.11, 2 x H100) crashed while capturing CUDA
             # graphs (illegal memory access in a compiled fp8 quantization kernel); eager ran.
-            **(dict(enforce_eager=True) if weights == "fp8" else {}),
+            **(dict(enforce_eager=True) if weights == "fp8" else NO_MULTICAST_FUSION),
         ),
     )
+
+
+# On Hopper at TP > 1, vLLM 0.26 compiles every all-reduce and the RMSNorm after it into one
+# FlashInfer kernel whose workspace is NVLink multicast memory (cuMulticastCreate), whatever
+# NCCL_NVLS_ENABLE says. Where the node cannot really use multicast (a VM's GPUs, say), that kernel
+# faults while CUDA graphs are captured ("illegal memory access", Xid 31). Without the fusion the
+# all-reduces stay vLLM's custom all-reduce over NVLink, captured in the graphs like the rest.
+NO_MULTICAST_FUSION = dict(compilation_config=dict(pass_config=dict(fuse_allreduce_rms=False)))
 
 
 PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal": rehearsal,
