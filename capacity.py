@@ -1,9 +1,9 @@
 """How many concurrent requests fit, estimated the way vLLM sizes its KV cache. Standard library only.
 
 vLLM (0.26) gives the KV cache what is left of `gpu_memory_utilization x GPU memory` after the
-weights, the activation peak of a profiling forward pass, the sampler's logits, memory outside
-PyTorch (CUDA context, NCCL buffers) and the CUDA graph pool. Maximum concurrency is the KV
-cache in tokens divided by max_model_len: how many requests of full length fit at once.
+weights, the activation peak of a profiling forward pass, the sampler's logits and the memory outside
+PyTorch that grows during that pass. Maximum concurrency is the KV cache in tokens divided by
+max_model_len: how many requests of full length fit at once.
 
   python capacity.py --model llama-3.1-70b --gpu A100-40G --tensor-parallel-size 8 --max-model-len 32768
   python capacity.py --model path/to/config.json --gpu H100 ... --json
@@ -32,11 +32,12 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # vLLM 0.26's default (0.9 before)
 BLOCK_SIZE = 16  # tokens per KV cache block; vLLM rounds the cache down to whole blocks
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
-# Memory outside PyTorch: the CUDA context and cuBLAS workspaces, plus NCCL's buffers for each
-# tensor-parallel peer. The per-peer figure is calibrated on the source's one TP=8 log line.
-NON_TORCH_BASE_GIB = 0.15
-NON_TORCH_PER_PEER_GIB = 0.35
-CUDA_GRAPH_GIB = 0.25  # graph pool that vLLM >= 0.21 subtracts unless enforce_eager
+# Memory outside PyTorch that vLLM 0.26 counts against the KV cache: only what grows during its
+# profiling pass, 0.06 to 0.07 GiB per GPU at tensor parallel 2 and 4, eager or compiled, on H100 and
+# H200 (docs/results/capacity-validation.json). The CUDA context and NCCL's buffers exist before that
+# pass, and the CUDA graph pool is captured after it, so they come out of the memory vLLM leaves free
+# (1 - gpu_memory_utilization), not out of the KV cache.
+NON_TORCH_GIB = 0.07
 
 
 def server_defaults(gpu: str) -> tuple[int, int]:
@@ -108,7 +109,7 @@ def parameters(c: dict) -> tuple[int, int]:
 def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
          max_model_len: int = 8192, gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
          weight_dtype: str = "bf16", kv_cache_dtype: str = "auto", replicas: int = 1,
-         enforce_eager: bool = False, max_num_batched_tokens: int | None = None) -> Plan:
+         max_num_batched_tokens: int | None = None) -> Plan:
     """max_num_batched_tokens: the profiling pass's size; None takes `vllm serve`'s default for
     the GPU, which Ray Serve LLM gets too (vLLM's offline LLM class takes twice that on H100/H200)."""
     name, c = load_model(model)
@@ -138,9 +139,7 @@ def plan(model: str, gpu: str, tensor_parallel_size: int = 1, pipeline_parallel_
     h = c["hidden_size"]
     activations = max_batched_tokens * (4 * h + 2 * c["intermediate_size"] // tp) * 2
     logits = max_num_seqs * c["vocab_size"] * 4  # the sampler's fp32 logits, full vocabulary on every GPU
-    non_torch = (NON_TORCH_BASE_GIB + NON_TORCH_PER_PEER_GIB * (tp * pp - 1)) * GIB
-    graphs = 0 if enforce_eager else CUDA_GRAPH_GIB * GIB
-    other = activations + logits + non_torch + graphs
+    other = activations + logits + NON_TORCH_GIB * GIB
 
     layers_per_gpu = -(-c["num_hidden_layers"] // pp)
     kv_per_token = layers_per_gpu * 2 * max(kv_heads // tp, 1) * head_dim * (1 if kv_cache_dtype == "fp8" else 2)
@@ -173,7 +172,7 @@ def table(p: Plan) -> str:
         ("model / GPU", f"{p.model} on {p.gpus_per_replica} x {p.gpu} ({p.gpu_memory_gib:.1f} GiB each)"),
         ("parallelism", f"tensor {p.tensor_parallel_size} x pipeline {p.pipeline_parallel_size}, {p.replicas} replica(s)"),
         ("weights per GPU", f"{p.weights_gib_per_gpu:.2f} GiB ({p.weight_dtype})"),
-        ("vLLM's other per GPU", f"{p.other_gib_per_gpu:.2f} GiB (activations, logits, NCCL, CUDA graphs)"),
+        ("vLLM's other per GPU", f"{p.other_gib_per_gpu:.2f} GiB (activations, logits, memory outside PyTorch)"),
         ("KV cache per GPU", f"{p.kv_cache_gib_per_gpu:.2f} GiB at gpu_memory_utilization {p.gpu_memory_utilization}"),
         ("KV bytes per token", f"{p.kv_bytes_per_token_per_gpu} per GPU (kv_cache_dtype {p.kv_cache_dtype})"),
         ("KV cache tokens", f"{p.kv_cache_tokens:,}"),
@@ -196,7 +195,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--weight-dtype", choices=["bf16", "fp8"], default="bf16")
     parser.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default="auto")
     parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs, as vLLM's enforce_eager")
     parser.add_argument("--max-num-batched-tokens", type=int, help="as vLLM's; default: vllm serve's for the GPU")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = vars(parser.parse_args(argv))

@@ -63,8 +63,7 @@ def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, 
             batched_tokens: int, vllm_tokens: int, vllm_conc: float, source: str) -> dict:
     """One case: vLLM's figures beside the planner's for the same inputs (`config`: what the
     planner reads, the config.json vLLM loaded for a shape)."""
-    p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, enforce_eager=eager,
-                      weight_dtype=weights, max_num_batched_tokens=batched_tokens)
+    p = capacity.plan(config, gpu, tensor_parallel_size=tp, max_model_len=max_model_len, weight_dtype=weights, max_num_batched_tokens=batched_tokens)
     return {
         "model": Path(model).stem, "gpu": gpu, "tensor_parallel_size": tp, "weight_dtype": weights,
         "max_model_len": max_model_len, "gpu_memory_utilization": p.gpu_memory_utilization, "enforce_eager": eager,

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER_DIR = "/tmp/ray-worker-node"  # the worker node's --temp-dir (ci/multinode.sh)
 WORKER_PORT = 6380  # the worker node's --node-manager-port: how to find its processes
 LEVELS = [1, 16, 64]
+LEVEL_S = 600  # each level's deadline, as the benchmark's default
 LOAD = dict(bench.GPU_LOAD, min_prompts=8)  # ci/multinode.sh gives the one-node run the same
 LOSS_WATCH_S = 90  # how long clients keep sending after the worker node is killed
 
@@ -118,8 +119,7 @@ def measure(out: Path) -> None:
     plan = capacity.plan(str(Path(rehearsal["model_source"], "config.json")), gpu,
                          tensor_parallel_size=engine["tensor_parallel_size"],
                          pipeline_parallel_size=engine["pipeline_parallel_size"],
-                         max_model_len=engine["max_model_len"], weight_dtype="fp8",
-                         enforce_eager=engine.get("enforce_eager", False))
+                         max_model_len=engine["max_model_len"], weight_dtype="fp8")
     lines = both_nodes_engine_lines()
     vllm_kv = kv_tokens(lines)
     print(f"KV cache: vLLM {vllm_kv} tokens, planner {plan.kv_cache_tokens}", flush=True)
@@ -129,7 +129,7 @@ def measure(out: Path) -> None:
 
     with bench.tempfile.TemporaryDirectory() as tmp:
         runs = bench.sweep(Running(), "70b-fp8", rehearsal["model_source"], LEVELS, LOAD, Path(tmp),
-                           [], 0, Path(tmp))
+                           py_spy_levels=[], py_spy_s=0, logdir=Path(tmp), level_s=LEVEL_S)
     out.write_text(json.dumps(dict(
         gpu=gpu, gpu_count=len(gpus.detect()), engine_kwargs=engine,
         placement_group_config=rehearsal["placement_group_config"], placement=where, answer_ok=answer_ok,

@@ -44,7 +44,7 @@ python -m tutorial.teardown
 tp2=${TP2_RESULTS:-$work/bench-tp2.json}
 if [ -z "${TP2_RESULTS:-}" ]; then
   unset REHEARSAL_PIPELINE_PARALLEL_SIZE REHEARSAL_TENSOR_PARALLEL_SIZE
-  python -m benchmarks.bench --models 70b-fp8 --servers ray-serve --ray-configs default --concurrency 1 16 64 \
+  python -m benchmarks.bench --models 70b-fp8 --servers ray-serve --ray-configs tutorial --concurrency 1 16 64 \
     --min-prompts 8 --out "$tp2"
 fi
 python -m ci.multinode record "$work/pp2.json" "$tp2"

@@ -1,6 +1,6 @@
 """Regenerate the report pages in docs/ from the results files; --check only reports a difference.
 
-  python -m scripts.render_docs          write docs/benchmark.md, docs/reliability.md and docs/rehearsal.md
+  python -m scripts.render_docs          write the report pages in docs/ (PAGES below)
   python -m scripts.render_docs --check  exit 1 when a page differs from a fresh render
 
 Every figure on a page is printed from its results file, so a page cannot drift from the run it
@@ -276,84 +276,132 @@ timed to the first token, {prom['stored']['ray_vllm_prompt_tokens_total']:.0f} p
 
 def _case_row(c: dict) -> str:
     mode = "eager" if c["enforce_eager"] else "compiled"
-    return (f"| 2 x {c['gpu']}, {c['weight_dtype']} weights, {c['max_model_len']:,} tokens, {mode} | "
+    return (f"| {c['tensor_parallel_size']} x {c['gpu']}, {c['weight_dtype']} weights, {c['max_model_len']:,} tokens, {mode} | "
             f"{c['vllm_kv_tokens']:,} tokens ({c['vllm_max_concurrency']:g}x) | {c['planner_kv_tokens']:,} | "
             f"{c['error_pct']:+.2f}% |")
 
 
-def rehearsal_page(h200: dict, h100: dict, bench: dict) -> str:
-    up, mem, h100_up = h200["startup_s"], h200["memory_per_gpu_gib"], h100["startup_s"]
-    (case,) = h200["cases"]
-    plan = capacity.plan(str(ROOT / "tests/fixtures/data/llama-3.1-70b-vocab49152.json"), case["gpu"],
-                         tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
-                         weight_dtype=case["weight_dtype"], enforce_eager=case["enforce_eager"])
-    held = plan.other_gib_per_gpu - mem["peak_activation"] - mem["non_torch"]
-    a100 = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=8, max_model_len=32768)
-    nccl = capacity.NON_TORCH_PER_PEER_GIB * 7
-    gaps = [c for c in h100["cases"] if c.get("open_gap")]
-    runs = bench["runs"]
-    return f"""# Rehearsing the 70B on two GPUs
+def _ttft_row(runs: dict, c: int) -> str:
+    ray, vllm = runs["70b", "tutorial", c], runs["70b", "vllm", c]
+    return (f"| {c} | {vllm['output_throughput']:.0f} | {ray['output_throughput']:.0f} | "
+            f"{ray['output_throughput'] / vllm['output_throughput']:.3f} | {vllm['median_ttft_ms']:.1f} / "
+            f"{ray['median_ttft_ms']:.1f} ({ray['median_ttft_ms'] / vllm['median_ttft_ms'] - 1:+.0%}) | "
+            f"{vllm['median_tpot_ms']:.1f} / {ray['median_tpot_ms']:.1f} |")
 
-`LLM_PROFILE=rehearsal-fp8` runs the tutorial with the 70B's real architecture and random weights in fp8, sharded over
-the node's GPUs (tensor parallel 2 here). This page reports two runs of the notebook under nbmake:
-[`docs/results/tp2-h200x2.json`](results/tp2-h200x2.json) ({h200['gpu_count']} x {h200['gpu_name']}, Ray
-{h200['ray_version']}, vLLM {h200['vllm_version']}, {h200['date']}: {"passed" if h200['notebook']['passed'] else "failed"}) and
-[`docs/results/tp2-h100x2.json`](results/tp2-h100x2.json) ({h100['gpu_count']} x {h100['gpu_name']},
-{h100['date']}: {"passed" if h100['notebook']['passed'] else "failed"}, see *A failure worth knowing*).
+
+def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200: dict, h100: dict, bench: dict) -> str:
+    up = h200["startup_s"]
+    shape = [c for c in validation["cases"] if c["model"] == "llama-3.1-70b-vocab49152"]
+    (compiled,) = [c for c in shape if c["tensor_parallel_size"] == 4 and not c["enforce_eager"]]
+    mem = compiled["vllm_memory_per_gpu"]
+    plan = capacity.plan(str(ROOT / "tests/fixtures/data/llama-3.1-70b-vocab49152.json"), compiled["gpu"],
+                         tensor_parallel_size=4, max_model_len=compiled["max_model_len"])
+    a100 = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=8, max_model_len=32768)
+    runs4 = _runs(bench4)
+    levels = bench4["load"]["concurrency"]
+    ratios = [_ratio(runs4, "70b", "tutorial", c) for c in levels]
+    settings = tp4["engine_settings"]
+    kv_gib = next(line.split("Available KV cache memory: ")[1].split()[0] for line in tp4["engine"]
+                  if "Available KV cache memory" in line)
+    small = graphs["runs"]
+    runs = bench["runs"]
+    return f"""# Rehearsing the 70B on the GPUs of one node
+
+`LLM_PROFILE=rehearsal` runs the tutorial with the 70B's real architecture and random weights in bf16, sharded over
+every GPU of the node; `rehearsal-fp8` stores the weights in fp8. This page reports the runs of the notebook under
+nbmake and what was measured beside them. On a node of four GPUs, [`ci/tp4.sh`](../ci/tp4.sh) reruns the four-GPU
+runs: the graph-capture check, the notebook, the planner's eager case and the benchmark.
+
+- [`docs/results/tp4-h200x4.json`](results/tp4-h200x4.json): {tp4['gpu_count']} x {tp4['gpu_name']}, `rehearsal` at
+  {compiled['max_model_len']:,} tokens, tensor parallel {settings['tensor_parallel_size']}, CUDA graphs
+  (`{settings['cudagraph_mode']}`), Ray {tp4['ray_version']}, vLLM {tp4['vllm_version']}, {tp4['date']}:
+  {"passed" if tp4['passed'] else "failed"}, ready {tp4['time_to_ready_s']:.0f} s after `serve run`. Its executed notebook
+  is [`tp4-h200x4.ipynb`](results/tp4-h200x4.ipynb).
+- [`docs/results/tp2-h200x2.json`](results/tp2-h200x2.json): {h200['gpu_count']} x {h200['gpu_name']},
+  `rehearsal-fp8`, eager, {h200['date']}: {"passed" if h200['notebook']['passed'] else "failed"}; and
+  [`tp2-h100x2.json`](results/tp2-h100x2.json), {h100['gpu_count']} x {h100['gpu_name']}, {h100['date']}:
+  {"passed" if h100['notebook']['passed'] else "failed"} (the crash below).
+
+## CUDA graphs at tensor parallel 2 and 4
+
+On these nodes vLLM {graphs['vllm_version']} died while capturing CUDA graphs at any tensor parallel size above 1,
+bf16 or fp8, through Ray or in plain `vllm serve`: `an illegal memory access was encountered`, reported from
+`custom_all_reduce.cuh`, with MMU faults (Xid 31) in the kernel log. Turning off vLLM's custom all-reduce or NCCL's
+peer-to-peer path did not help, and eager mode ran: the fault came from something only compilation adds.
+
+That is the all-reduce fusion. On Hopper at tensor parallel 2 or more, vLLM's default compilation fuses each all-reduce
+with the RMSNorm after it into one FlashInfer kernel (`fuse_allreduce_rms`, on here:
+`{graphs['node']['default_fuse_allreduce_rms_at_tp4']}` at tensor parallel 4), and with its backend left at
+`{graphs['node']['default_flashinfer_allreduce_backend']}` vLLM gives that kernel a workspace of NVLink multicast memory,
+which FlashInfer creates itself (`cuMulticastCreate`). The node's GPUs report multicast support
+(`{graphs['node']['multicast_supported']}`), so vLLM does not fall back, while these nodes turn NVLink multicast off
+for NCCL, PyTorch and NVSHMEM (`NCCL_NVLS_ENABLE=0` and its siblings), settings FlashInfer does not read. The default
+was not run again to watch it fail, as that would create multicast objects on such a node.
+
+With `compilation_config=dict(pass_config=dict(fuse_allreduce_rms=False))` every run captured its graphs
+([`graph-capture-h200x4.json`](results/graph-capture-h200x4.json), a small Llama shape):
+{"; ".join(f"tensor parallel {r['tensor_parallel_size']}, {r['weights']}: `{r['graphs_captured']}`" for r in small)}.
+The notebook's 70B shape then captured its graphs on all four GPUs (`{next(l for l in tp4['engine'] if 'Graph capturing finished' in l).split('] ')[-1]}`).
+`rehearsal` sets it. `rehearsal-fp8` still runs eager: fp8 captured its graphs on the small shape, but the 70B
+shape in fp8 has not run compiled since.
 
 ## The planner against vLLM's KV cache
 
-| TP 2 | vLLM's KV cache | planner | planner error |
+| run | vLLM's KV cache | planner | planner error |
 |---|---|---|---|
-{chr(10).join(_case_row(c) for c in h200["cases"] + h100["cases"])}
+{chr(10).join(_case_row(c) for c in shape)}
 
-{" ".join(c["open_gap"] for c in gaps)}
+vLLM {validation['vllm_version']} gives the KV cache what is left of 92% of each GPU after the weights, the activation
+peak of its profiling pass and the memory outside PyTorch that grows during that pass; at tensor parallel 4 it logged
+{mem['weights_gib']} GiB of weights (the planner: {plan.weights_gib_per_gpu}), {mem['activation_peak_gib']} GiB of
+activations and {mem['non_torch_gib']} GiB outside PyTorch per GPU. The CUDA graphs ({mem['cuda_graph_gib']} GiB), the
+CUDA context and NCCL's buffers come out of the other 8%: the KV cache is the same with and without graphs. The planner
+counts {capacity.NON_TORCH_GIB} GiB outside PyTorch at every size, as vLLM logged at tensor parallel 2 and 4, and no graph
+pool. {" ".join(c["closed_gap"] for c in shape if c.get("closed_gap"))}
 
-## Time to ready, and where it goes
+## Memory and time to ready
 
-{up['total']:.0f} s from `serve run` to the first answer on the H200s: {up['serve_run_to_replica_started']} s until Serve
-had started its proxy and both replicas, {up['engine_config_and_process_start']} s for the engine replica to resolve
-vLLM's config and start the engine process, {up['engine_to_workers_and_nccl']} s for one worker per GPU to start,
-import vLLM and connect to the other through NCCL, {up['weight_load_dummy']} s to create the random weights,
-{up['kv_cache_and_warmup']:.0f} s to profile memory, allocate the KV cache and warm up, and
-{up['engine_started_to_ready']} s until Serve marked the application ready. Real weights are 141 GB to read from disk or
-the network: that is the part that grows, to minutes. Eager mode skips `torch.compile` and CUDA graph capture;
-`torch.compile` alone took {h100_up['torch_compile']:.0f} s on the H100s.
+Each GPU held {mem['weights_gib']} GiB of weights and {kv_gib} GiB of KV cache at tensor parallel 4
+({compiled['vllm_max_concurrency']:g} requests of {compiled['max_model_len']:,} tokens at once). The notebook was ready
+{tp4['time_to_ready_s']:.0f} s after `serve run`, `torch.compile` and graph capture included.
 
-## Memory per GPU
+On two H200s in eager mode it took {up['total']:.0f} s: {up['serve_run_to_replica_started']} s until Serve had started
+its proxy and both replicas, {up['engine_config_and_process_start']} s for the engine replica to resolve vLLM's config
+and start the engine process, {up['engine_to_workers_and_nccl']} s for one worker per GPU to start, import vLLM and
+connect through NCCL, {up['weight_load_dummy']} s to create the random weights, {up['kv_cache_and_warmup']:.0f} s to
+profile memory, allocate the KV cache and warm up, and {up['engine_started_to_ready']} s until Serve marked the
+application ready. Real weights are 141 GB to read from disk or the network: that is the part that grows, to minutes.
 
-vLLM logs its own split on each GPU: {mem['weights']} GiB of fp8 weights (the planner: {plan.weights_gib_per_gpu}),
-{mem['peak_activation']} GiB of peak activations, {mem['non_torch']} GiB outside PyTorch, {mem['cuda_graphs']:g} GiB of
-CUDA graphs, and {mem['kv_cache']} GiB of KV cache. The planner holds back {plan.other_gib_per_gpu} GiB per GPU for all
-of it but weights and KV cache, {held:.2f} GiB more than vLLM used here, mostly its allowance for NCCL
-({capacity.NON_TORCH_PER_PEER_GIB} GiB per peer, calibrated on the source's TP 8 log line from an older vLLM).
+## Speed at tensor parallel 4
 
-## Speed at tensor parallel 2
+[`benchmarks/bench.py`](../benchmarks/bench.py) `--models 70b` ran plain vLLM and the tutorial's deployment with the same
+engine arguments on the four H200s, one after the other ([`bench-tp4-h200x4.json`](results/bench-tp4-h200x4.json):
+{bench4['load']['input_len']} tokens in, {bench4['load']['output_len']} out, {sum(r['completed'] for r in bench4['runs'])}
+requests, {sum(r['failed'] for r in bench4['runs'])} failed):
 
-[`benchmarks/bench.py`](../benchmarks/bench.py) `--models 70b-fp8` ran plain vLLM and the tutorial's deployment with the same engine
-arguments on the two H200s ([`docs/results/bench-tp2-h200x2.json`](results/bench-tp2-h200x2.json)); all
-{sum(r['completed'] for r in runs)} requests completed, {sum(r['failed'] for r in runs)} failed:
+| clients | vLLM tok/s | tutorial tok/s | ratio | median TTFT ms, vLLM / tutorial | median TPOT ms, vLLM / tutorial |
+|---|---|---|---|---|---|
+{chr(10).join(_ttft_row(runs4, c) for c in levels)}
+
+![Output throughput and TTFT of the 70B shape at tensor parallel 4](results/bench-tp4-h200x4.png)
+
+The tutorial kept {min(ratios):.3f}x to {max(ratios):.3f}x of vLLM's output throughput at every level, and its first
+token came within 10% of vLLM's up to 16 clients. At 64 and 256 it came later while each later token came sooner: the
+requests reached the engine more spread out, so fewer prefills interrupted the running decodes. Where they waited
+(HAProxy, the router's choice of replica, or the replica's queue) was not traced in this run.
+
+At tensor parallel 2 with fp8 weights on two H200s
+([`bench-tp2-h200x2.json`](results/bench-tp2-h200x2.json), Ray's default mode then; {sum(r['failed'] for r in runs)}
+failed):
 
 {table(bench)}
-
-At 64 clients the gap is the configuration, not Ray: `max_ongoing_requests=48` admits 48 requests to a replica and
-queues the rest in Serve. In production the autoscaler adds a replica for them; this node had no GPUs left for one.
-
-## A failure worth knowing
-
-With fp8 weights, vLLM 0.26 crashed while capturing CUDA graphs on the H100s (`CUDA error: an illegal memory access`
-in a compiled fp8 quantization kernel, on both GPUs). Serve restarted the replica, the notebook's wait ran out at its
-deadline and printed the worker's error, and after the shutdown both GPUs showed 0 MiB in use. The same engine
-arguments crashed the same way in plain `vllm serve`, and ran in eager mode, so `rehearsal-fp8` sets
-`enforce_eager=True`. Try the same (or a newer vLLM) if a real fp8 checkpoint fails this way.
 
 ## What to expect on 8 x A100-40G
 
 There each GPU holds {a100.weights_gib_per_gpu} GiB of bf16 weights and {a100.kv_cache_gib_per_gpu} GiB of KV cache:
-the planner says {a100.max_concurrency}x at 32,768 tokens, where the source's log (an older vLLM) says 13.02x. Of the
-{a100.other_gib_per_gpu} GiB per GPU the planner holds back, {nccl:.2f} GiB is NCCL's share for seven peers; if vLLM
-0.26 counts as little outside PyTorch at TP 8 as it did at TP 2, the KV cache comes out larger. Plan on the smaller
-figure, and read the real one from vLLM's log before promising more.
+the planner says {a100.max_concurrency}x at 32,768 tokens, where the source's log says 13.02x. That log came from an
+older vLLM, which gave the KV cache 90% of each GPU instead of 92% and counted NCCL's buffers against it. Read the real
+figure from vLLM's log before promising more than 13.
 """
 
 
@@ -491,7 +539,7 @@ def two_nodes_page(m: dict) -> str:
     loss = m["node_loss"]
     command = (f"python capacity.py --model tests/fixtures/data/llama-3.1-70b-vocab49152.json --gpu H200 "
                f"--tensor-parallel-size {m['tensor_parallel_size']} --pipeline-parallel-size {m['pipeline_parallel_size']} "
-               f"--max-model-len {m['max_model_len']} --weight-dtype fp8 --enforce-eager")
+               f"--max-model-len {m['max_model_len']} --weight-dtype fp8")
     return f"""# Two nodes: one pipeline stage each
 
 [`ci/multinode.sh`](../ci/multinode.sh) runs the tutorial's *When one node is not enough* steps for real: a head and
@@ -556,8 +604,11 @@ PAGES = {
                    lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),
     "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
-    "rehearsal.md": ("docs/results/tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
-                     lambda: rehearsal_page(_load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
+    "rehearsal.md": ("docs/results/tp4-h200x4.json, graph-capture-h200x4.json, bench-tp4-h200x4.json, "
+                     "capacity-validation.json, tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
+                     lambda: rehearsal_page(_load("tp4-h200x4.json"), _load("graph-capture-h200x4.json"),
+                                            _load("bench-tp4-h200x4.json"), _load("capacity-validation.json"),
+                                            _load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
                                             _load("bench-tp2-h200x2.json"))),
 }
 

@@ -19,12 +19,16 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("max_model_len, source", [(32768, 13.02), (16384, 26.04)])
-def test_the_source_figures_within_5_percent(max_model_len, source):
+def test_the_source_figures_plus_what_an_older_vllm_also_counted(max_model_len, source):
+    # The source's log came from a vLLM that counted NCCL's buffers against the KV cache too; vLLM 0.26
+    # counts only what grows while it profiles and gives 92% of a GPU, not 90%: the planner gives more, by
+    # 3.2 GiB a GPU (0.8 of them the 2% more).
     out = run("--model", "llama-3.1-70b", "--gpu", "A100-40G", "--tensor-parallel-size", "8",
               "--max-model-len", str(max_model_len), "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert abs(result["max_concurrency"] - source) / source < 0.05, result["max_concurrency"]
+    per_gpu_gib = (result["max_concurrency"] - source) * max_model_len * result["kv_bytes_per_token_per_gpu"] / capacity.GIB
+    assert 0 < per_gpu_gib < 3.5, per_gpu_gib
     assert result["fits"] is True and result["kv_bytes_per_token_per_gpu"] == 40 * 1024  # 320 KiB / 8 GPUs
 
 
@@ -37,9 +41,11 @@ def test_the_profiling_batch_is_the_servers_unless_given():
     assert offline.other_gib_per_gpu > server.other_gib_per_gpu and offline.kv_cache_tokens < server.kv_cache_tokens
 
 
-def test_70b_does_not_fit_four_a100_40g():
+def test_70b_on_four_a100_40g_holds_about_one_full_request():
     p = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=4, max_model_len=32768)
-    assert not p.fits and "fewer than one 32768-token request" in p.reason
+    assert p.fits and 1 < p.max_concurrency < 1.5
+    p = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=4, max_model_len=65536)
+    assert not p.fits and "fewer than one 65536-token request" in p.reason
     p = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=2)
     assert not p.fits and "weights need 65.7 GiB per GPU" in p.reason
 

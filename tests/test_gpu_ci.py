@@ -85,3 +85,24 @@ def test_gpu_scripts_are_valid_bash():
     for script in ["ci/gpu_setup.sh", "ci/gpu_notebook.sh", "ci/gpu_cleanup.sh", "ci/multinode.sh",
                    "scripts/setup_venv.sh", "scripts/tutorial.sh", "scripts/test.sh", "tests/fixtures/prometheus.sh"]:
         subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+
+
+def test_gpu_only_scripts_call_the_benchmark_as_it_is_now():
+    # The GPU-only drivers never run in CI: a call to bench.sweep that no longer binds to its signature, or a
+    # benchmark choice the CLI no longer offers, must fail here instead of on a GPU node.
+    import ast
+    import inspect
+
+    from benchmarks import bench
+
+    signature = inspect.signature(bench.sweep)
+    for path in sorted((ROOT / "ci").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "bench.sweep":
+                signature.bind(*node.args, **{k.arg: None for k in node.keywords})  # TypeError when they drift
+    for path in [*sorted((ROOT / "ci").glob("*.sh")), *sorted((ROOT / ".github/workflows").glob("*.yml"))]:
+        text = path.read_text()
+        for call in re.findall(r"python -m benchmarks\.bench ((?:[^\n]|\\\n)*)", text):
+            for option, choices in (("--ray-configs", bench.RAY_CONFIGS), ("--models", {*bench.MODELS, *bench.REHEARSALS})):
+                if m := re.search(rf"{option} ((?:[a-z0-9][\w-]* ?)+)", call):
+                    assert set(m.group(1).split()) <= set(choices), (path.name, option, m.group(1))

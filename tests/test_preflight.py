@@ -84,8 +84,9 @@ def test_gpu_names_as_ray_labels_them():
     assert ray_gpu_type("NVIDIA L40S", 46068) == {"L40S"}
 
 
-def test_capacity_stops_70b_on_four_a100_40g():
-    problems = check(config(tensor_parallel_size=4), node(gpus=[A100_40] * 4))
+def test_capacity_stops_70b_on_four_a100_40g_at_a_context_they_cannot_hold():
+    assert check(config(tensor_parallel_size=4), node(gpus=[A100_40] * 4)) == []  # about 1.2 requests of 32768
+    problems = check(config(tensor_parallel_size=4, max_model_len=65536), node(gpus=[A100_40] * 4))
     assert len(problems) == 1 and problems[0].startswith("capacity: the KV cache holds"), problems
 
 
@@ -116,8 +117,8 @@ def test_parallelism_the_model_cannot_split():
 
 
 def test_too_small_a_node_is_offered_what_fits():
-    problems = check(config(tensor_parallel_size=2, accelerator="H100"), node(gpus=[H100] * 2))
-    assert len(problems) == 1 and "What fits: max_model_len 30720 fits; fp8 weights fit at 32768." in problems[0], problems
+    problems = check(config(tensor_parallel_size=2, accelerator="H100", max_model_len=65536), node(gpus=[H100] * 2))
+    assert len(problems) == 1 and "What fits: max_model_len 35840 fits; fp8 weights fit at 65536." in problems[0], problems
 
 
 def test_a_cluster_counts_gpus_on_every_node_not_the_local_ones():

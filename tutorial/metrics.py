@@ -7,7 +7,7 @@ endpoint in a file for Prometheus' file-based service discovery; this reader sum
 them, so it finds a replica on a worker node too. Ray renames `vllm:x` to `ray_vllm_x` and pushes
 new values every few seconds, so a reader polls until they arrive.
 
-  python -m tutorial.metrics   print the engine metrics once they show the requests served
+  python -m tutorial.metrics   print the engine metrics once they count the notebook's requests
 """
 
 import json
@@ -27,6 +27,8 @@ TPOT = "ray_vllm_request_time_per_output_token_seconds"
 PROMPT_TOKENS = "ray_vllm_prompt_tokens_total"
 GENERATION_TOKENS = "ray_vllm_generation_tokens_total"
 KV_CACHE_USAGE = "ray_vllm_kv_cache_usage_perc"
+# The notebook's requests before its metrics cell: the readiness check's, curl's and the client's.
+NOTEBOOK_REQUESTS = 3
 REQUIRED = (f"{TTFT}_count", f"{TTFT}_sum", f"{TPOT}_count", f"{TPOT}_sum", PROMPT_TOKENS,
             GENERATION_TOKENS, KV_CACHE_USAGE)
 
@@ -117,6 +119,7 @@ def summary(m: dict) -> str:
 
 if __name__ == "__main__":
     try:
-        print(summary(wait_for_engine_metrics()))
+        # Ray pushes each replica's values every few seconds: wait until all of them are counted.
+        print(summary(wait_for_engine_metrics(min_requests=NOTEBOOK_REQUESTS)))
     except RuntimeError as e:
         sys.exit(f"metrics: {e}")

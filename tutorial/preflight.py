@@ -178,7 +178,6 @@ def capacity_problems(cfg) -> list[str]:
         pipeline_parallel_size=engine.get("pipeline_parallel_size", 1),
         max_model_len=engine.get("max_model_len", 8192),
         gpu_memory_utilization=engine.get("gpu_memory_utilization", capacity.DEFAULT_GPU_MEMORY_UTILIZATION),
-        enforce_eager=engine.get("enforce_eager", False),
         weight_dtype=weight_dtype(cfg, capacity.load_model(model)[1]),
     )
     try:
