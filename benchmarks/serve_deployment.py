@@ -1,6 +1,7 @@
 """A Ray cluster with one Serve application on it, as a context manager, for scripts and tests.
 
-The same steps the notebook runs (token, the high-throughput mode, `ray start --head`, `serve
+The same steps the notebook runs (token, the high-throughput mode with HAProxy's files in a private
+folder, `ray start --head`, `serve
 start` on loopback, `serve run --non-blocking`, wait until it answers), each under a deadline,
 with every command's output in one log. Entering
 refuses to start beside a running deployment; leaving, or failing to start, stops the cluster it
@@ -12,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tutorial import teardown
+from tutorial import haproxy_files, teardown
 from tutorial.facts import HIGH_THROUGHPUT_ENV, HTTP_HOST, METRICS_PORT, MIN_CPUS
 from tutorial.ready import wait_until_ready
 
@@ -41,7 +42,7 @@ class ServeDeployment:
         (scheduling slots, not cores)."""
         self.target, self.app_dir, self.log, self.ready_s = target, app_dir, log, ready_s
         self.num_cpus = num_cpus
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", **HIGH_THROUGHPUT_ENV, **env}
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", **HIGH_THROUGHPUT_ENV, **haproxy_files.private_env(), **env}
 
     def run(self, cmd: list[str], timeout: float) -> None:
         print("$", " ".join(cmd), flush=True)

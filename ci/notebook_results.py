@@ -64,12 +64,12 @@ def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
 
 def engine_settings(log_dir: str = "/tmp/ray/session_latest/logs") -> dict:
     """Parallelism, eager or CUDA graphs, and the all-reduce fusion, as the engine logged its config."""
+    def value(text: str):
+        return {"True": True, "False": False}.get(text, int(text) if text.isdigit() else text)
+
     for line in _log_lines(log_dir):
         if "Initializing a V1 LLM engine" in line:
-            found = {k: re.search(p, line) for k, p in ENGINE_SETTINGS.items()}
-            return {k: json.loads(m.group(1).lower()) if m and m.group(1) in ("True", "False") else
-                    int(m.group(1)) if m and m.group(1).isdigit() else m.group(1) if m else None
-                    for k, m in found.items()}
+            return {k: value(m.group(1)) if (m := re.search(p, line)) else None for k, p in ENGINE_SETTINGS.items()}
     return {}
 
 

@@ -15,7 +15,10 @@ import os
 import secrets
 import signal
 import statistics
+import shutil
 import subprocess
+import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +28,7 @@ import psutil
 import pytest
 
 from benchmarks.serve_deployment import ServeDeployment
-from tutorial import access, metrics, ready, teardown
+from tutorial import access, haproxy_files, metrics, ready, teardown
 from tutorial.facts import MODEL_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 URL = ready.BASE_URL
 CHAT = f"{URL}/v1/chat/completions"
 KEY = secrets.token_urlsafe(24)  # fresh each run, so no committed file can hold it
+HF_TOKEN = "hf_" + secrets.token_hex(16)  # a fake Hugging Face token, exported as the 70B path tells the reader to
 AUTH = {"Authorization": f"Bearer {KEY}"}
 PROMETHEUS_PORT = 9090
 RESULTS_FILE = ROOT / "docs" / "results" / "reliability-cpu.json"
@@ -46,18 +50,46 @@ def raw(body: bytes) -> dict:
     return {"content": body, "headers": {**AUTH, "Content-Type": "application/json"}}
 
 
+class CommandLines:
+    """Every process command line that holds `secret`, sampled twice a second while it runs."""
+
+    def __init__(self, secret: str):
+        self.secret, self.seen, self.samples = secret, set(), 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self):
+        while not self.done.wait(0.5):
+            for p in psutil.process_iter(["cmdline"]):
+                if self.secret in " ".join(p.info["cmdline"] or []):
+                    self.seen.add(p.pid)
+            self.samples += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"LLM_PROFILE": "cpu", access.KEY_ENV: KEY,
+    env = {"LLM_PROFILE": "cpu", access.KEY_ENV: KEY, "HF_TOKEN": HF_TOKEN,
            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares"}
     os.environ[access.KEY_ENV] = KEY  # the readiness check sends it too
     log = tmp_path_factory.mktemp("reliability") / "deployment.log"
     try:
-        with ServeDeployment("serve_llama_3_1_70b:app", ROOT, env, log, ready_s=900) as deployment:
+        with CommandLines(HF_TOKEN) as cmdlines, ServeDeployment("serve_llama_3_1_70b:app", ROOT, env, log,
+                                                                 ready_s=900) as deployment:
+            deployment.token_cmdlines = cmdlines  # sampled from `ray start` until the app answered
+            cmdlines.__exit__()
             yield deployment
     finally:
         del os.environ[access.KEY_ENV]
     assert teardown.leftovers() == []
+    assert not haproxy_files.node_folders(), "teardown left HAProxy's folder of this session"
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +155,34 @@ def answers(client: httpx.Client) -> bool:
     """A valid request after a bad one: the server still serves, and still knows arithmetic."""
     r = client.post(CHAT, json=ask(max_tokens=24), headers=AUTH)
     return r.status_code == 200 and "4" in r.json()["choices"][0]["message"]["content"]
+
+
+def test_the_hugging_face_token_reaches_the_engine_and_nothing_else(server):
+    # The engine inherits it from the environment of `ray start`: no runtime_env, so Ray neither logs it nor
+    # puts it on a worker's command line.
+    engines = [p for p in psutil.process_iter(["cmdline"]) if "LLMServer" in " ".join(p.info["cmdline"] or [])]
+    assert engines and all(p.environ().get("HF_TOKEN") == HF_TOKEN for p in engines)
+    assert server.token_cmdlines.samples > 10 and not server.token_cmdlines.seen
+    session = Path("/tmp/ray/session_latest").resolve()
+    files = [f for f in session.rglob("*") if f.is_file() and not f.is_socket()]
+    assert len(files) > 10 and not [f for f in files if HF_TOKEN.encode() in f.read_bytes()]
+    results = [f for f in (ROOT / "docs").rglob("*") if f.is_file()] + list(ROOT.glob("*.ipynb"))
+    assert not [f for f in results if HF_TOKEN.encode() in f.read_bytes()]
+
+
+def test_only_this_account_drives_haproxy(server):
+    (sock,) = haproxy_files.FOLDER.glob("*/admin.sock")
+    assert haproxy_files.FOLDER.stat().st_mode & 0o777 == 0o700
+    ask_info = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); "
+                "s.sendall(b'show info\\n'); print(s.recv(4096).decode())")
+    mine = subprocess.run([sys.executable, "-c", ask_info, str(sock)], capture_output=True, text=True, timeout=60)
+    assert "Name: HAProxy" in mine.stdout, mine.stderr  # the owner still can
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not python:
+        pytest.skip("acting as another account needs root, setpriv and a system python3")
+    other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", python, "-c", ask_info,
+                            str(sock)], capture_output=True, text=True, timeout=60)
+    assert other.returncode != 0 and "PermissionError" in other.stderr, other.stdout + other.stderr
 
 
 def test_haproxy_answers_on_loopback_only(server):

@@ -129,6 +129,27 @@ def test_the_notebook_turns_on_the_high_throughput_mode_the_helpers_use():
     assert environ == facts.HIGH_THROUGHPUT_ENV
 
 
+def test_the_notebook_puts_haproxys_files_where_only_the_reader_can_enter(tmp_path, monkeypatch):
+    from tutorial import haproxy_files
+
+    (cell,) = [c.source for c in CODE if "haproxy_files.private_env()" in c.source]
+    monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
+    environ: dict = {}
+    exec(cell, {"os": SimpleNamespace(environ=environ)})
+    assert environ == haproxy_files.private_env() and all(str(tmp_path) in v for v in environ.values())
+    assert (tmp_path / "haproxy").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "haproxy").chmod(0o755)  # opened to others, by someone or something else: refused
+    with pytest.raises(RuntimeError, match="mode 700"):
+        haproxy_files.private_env()
+    # Ray still reads each path from the environment by name, and adds its node id to it.
+    import importlib.util
+
+    ray_dir = Path(importlib.util.find_spec("ray").origin).parent
+    constants = (ray_dir / "serve/_private/constants.py").read_text()
+    for name in environ:
+        assert re.search(rf'os\.environ\.get\(\s*"{name}"', constants), name
+
+
 def test_ray_still_reads_the_high_throughput_switches():
     # Ray reads each switch from the environment by name: one that Ray renamed or dropped would be
     # ignored without a word, and the deployment would fall back to the slow path (the benchmark
@@ -218,6 +239,8 @@ def test_rehearsal_profile_is_the_70b_shape_on_every_gpu(monkeypatch, tmp_path):
         for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
             assert model[key] == real[key], key
         assert (model.get("quantization_config") or {}).get("quant_method") == quant
+        # Compiled without the all-reduce fusion that faults where NVLink multicast is unusable; fp8 runs eager.
+        assert engine.get("enforce_eager") or engine["compilation_config"] == profiles.NO_MULTICAST_FUSION["compilation_config"]
         assert out["placement_group_config"] == {"bundle_per_worker": {"GPU": 1}, "strategy": "PACK"}
     monkeypatch.setenv("REHEARSAL_MAX_MODEL_LEN", "16384")
     assert profiles.apply_profile(base, "rehearsal")["engine_kwargs"]["max_model_len"] == 16384

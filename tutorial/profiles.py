@@ -125,8 +125,8 @@ def rehearsal(weights: str = "bf16") -> dict:
             tensor_parallel_size=tensor,  # by default every GPU of this node, as the 70B uses all eight of its node
             pipeline_parallel_size=pipeline,
             load_format="dummy",  # random weights of the right shapes: nothing to download
-            # With fp8 weights, vLLM 0.26 (torch 2.11, 2 x H100) crashed while capturing CUDA
-            # graphs (illegal memory access in a compiled fp8 quantization kernel); eager ran.
+            # fp8 stays eager: its compiled run crashed on 2 x H100 before the all-reduce fusion
+            # below was found to be the cause, and has not run again since.
             **(dict(enforce_eager=True) if weights == "fp8" else NO_MULTICAST_FUSION),
         ),
     )

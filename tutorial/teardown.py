@@ -3,7 +3,11 @@
 `ray stop` would stop every Ray process on the machine, a cluster the reader runs for other work
 included. The launch cell starts Ray with `setsid`, so its daemons, workers and engine processes
 share one session of their own; `--remember` writes that session's id down, and teardown stops
-exactly the processes of the remembered sessions (raylet first and the GCS last, as `ray stop`).
+exactly the processes of the remembered sessions (raylet first and the GCS last, as `ray stop`),
+then removes the HAProxy folders those sessions made (tutorial/haproxy_files.py). A record proves
+the session is still the tutorial's: the machine's boot id, and the adopted process (its start
+time and command) or a Ray or vLLM process started since. An entry that fails, as after a reboot
+or once its id belongs to someone else's processes, is dropped, never stopped.
 Success is judged by effect: none of them runs, and port 8000 has no listener of ours.
 
   python -m tutorial.teardown --remember [PORT]  adopt the Ray node listening on PORT (6379, the
@@ -14,6 +18,7 @@ Success is judged by effect: none of them runs, and port 8000 has no listener of
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -21,12 +26,14 @@ from pathlib import Path
 
 import psutil
 
+from tutorial import haproxy_files
 from tutorial.facts import HTTP_PORT, RAY_PORT
 
 PORT = HTTP_PORT
 # What the tutorial adopted; ignored by git.
 RECORD = Path(__file__).resolve().parent.parent / ".tutorial-cluster.json"
 RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it, `ray stop` deletes it
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # new at every boot
 # Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
 # HAProxy is among them: `ray stop` leaves the one Serve's high-throughput mode started.
 PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore",
@@ -62,8 +69,55 @@ def describe(p: psutil.Process | None) -> str:
         return f"pid {p.pid}"
 
 
+def _entries() -> list[dict]:
+    try:
+        entries = json.loads(RECORD.read_text())["sessions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [e for e in entries if isinstance(e, dict)]  # an older record's bare ids prove nothing
+
+
+def _command(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _still_ours(entry: dict) -> bool:
+    """The session is the one adopted: same boot, and its adopted process still runs unchanged, or a
+    Ray or vLLM process started since runs in it. An id that a reboot or pid reuse handed to someone
+    else's processes fails both."""
+    if entry.get("boot_id") != BOOT_ID.read_text().strip():
+        return False
+    anchor = entry["anchor"]
+    for p in in_sessions({entry["sid"]}):
+        try:
+            started = p.create_time()
+        except psutil.Error:
+            continue
+        command = _command(p)
+        if p.pid == anchor["pid"] and started == anchor["started"] and command[:200] == anchor["command"]:
+            return True
+        if started >= anchor["started"] and any(m in command for m in PROCESS_MARKS):
+            return True
+    return False
+
+
 def sessions() -> list[int]:
-    return json.loads(RECORD.read_text())["sessions"] if RECORD.exists() else []
+    """The adopted sessions that are still the tutorial's; stale entries are dropped from the record."""
+    entries = _entries()
+    live = [e for e in entries if _still_ours(e)]
+    if live != entries:
+        _write(live)
+    return [e["sid"] for e in live]
+
+
+def _write(entries: list[dict]) -> None:
+    if entries:
+        RECORD.write_text(json.dumps({"sessions": entries}, indent=1))
+    else:
+        RECORD.unlink(missing_ok=True)
 
 
 def remember_session(pid: int) -> int:
@@ -72,7 +126,13 @@ def remember_session(pid: int) -> int:
     if sid in {os.getsid(0), *(os.getsid(a.pid) for a in psutil.Process().parents())}:
         raise RuntimeError(f"pid {pid} shares this shell's session {sid}; start Ray with `setsid --wait ray start ...` "
                            f"so its processes have a session of their own")
-    RECORD.write_text(json.dumps({"sessions": sorted({*sessions(), sid})}))
+    p = psutil.Process(pid)
+    entry = dict(sid=sid, boot_id=BOOT_ID.read_text().strip(),
+                 anchor=dict(pid=pid, started=p.create_time(), command=_command(p)[:200]),
+                 # HAProxy folders that were there before: the session's own are the ones it adds.
+                 haproxy_folders_before=sorted(haproxy_files.node_folders()))
+    sessions()  # drops stale entries first
+    _write([e for e in _entries() if e["sid"] != sid] + [entry])
     return sid
 
 
@@ -147,10 +207,19 @@ def _name(p: psutil.Process) -> str:
         return ""
 
 
+def _remove_haproxy_folders(entries: list[dict]) -> None:
+    """The HAProxy folders the sessions made, once nothing of them runs; no other."""
+    before = set().union(*(e.get("haproxy_folders_before", []) for e in entries))
+    for name in haproxy_files.node_folders() - before:
+        shutil.rmtree(haproxy_files.FOLDER / name, ignore_errors=True)
+
+
 def shutdown() -> None:
     """Stop every process of the adopted sessions: raylets, then the rest, then the GCS."""
     procs = ours()
+    entries = _entries()
     if not procs:
+        _remove_haproxy_folders(entries)
         RECORD.unlink(missing_ok=True)
         return
     print(f"stopping the {len(procs)} processes of the Ray cluster this tutorial started", flush=True)
@@ -159,11 +228,12 @@ def shutdown() -> None:
     for bucket in (raylets, [p for p in procs if p not in raylets + gcs], gcs):
         _stop(bucket)
     time.sleep(1)
-    _stop(ours())  # anything the first round started on its way out
+    _stop(in_sessions({e["sid"] for e in entries}))  # anything the first round started on its way out
     if RAY_ADDRESS_FILE.exists() and not port_open(RAY_PORT):
         RAY_ADDRESS_FILE.unlink(missing_ok=True)  # as `ray stop` does, so no one connects to a dead head
-    if not ours():
-        RECORD.unlink(missing_ok=True)  # all stopped: nothing of the tutorial's runs any more
+    if not in_sessions({e["sid"] for e in entries}):  # all stopped: nothing of the tutorial's runs any more
+        _remove_haproxy_folders(entries)
+        RECORD.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:
