@@ -89,3 +89,15 @@ def test_the_notebook_table_is_the_planner_table():
 
     nb = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
     assert any(capacity_plot.table() in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_the_notebook_gpu_table_is_the_planners():
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+    assert any(capacity_plot.gpu_table() in c.source for c in nb.cells if c.cell_type == "markdown")
+    # Ray's names for the GPUs, as tutorial.gpus derives them from nvidia-smi's
+    from tutorial.gpus import ray_gpu_type
+
+    for name, gib in capacity.GPUS.items():
+        assert name in ray_gpu_type(capacity_plot.GPU_NAMES[name], int(gib * 1024) + 1024)
