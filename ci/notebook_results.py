@@ -20,6 +20,8 @@ import nbformat
 
 from tutorial import teardown
 
+ROOT = Path(__file__).resolve().parent.parent
+
 FIELDS = ("gpu_name", "gpu_count", "ray_version", "vllm_version", "torch_version", "notebook_sha256", "profile",
           "passed", "cells_failed", "time_to_ready_s", "first_token_s", "answer", "shutdown_verified", "engine", "date")
 # vLLM's start-up lines worth keeping: KV cache size, and where the time to ready went.
@@ -39,6 +41,37 @@ def redact(path: Path) -> None:
     """Replace 64-hex-digit strings in the executed notebook (a compile cache's hash in a log
     tail looks exactly like Ray's cluster token, and the token must never be published)."""
     path.write_text(HEX64.sub("<64 hex digits redacted>", path.read_text()))
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+LINK = re.compile(r"(\]\()(?!https?:|#|mailto:)([^)\s]+)(\))")
+
+
+def readable(nb, home: str = str(Path.home())) -> None:
+    """The executed notebook as a reader opens it where it is kept (docs/results/): each cell's streams
+    merged into one output per stream, without colour codes or this machine's home folder, and the
+    markdown's links pointing where they lead from that folder."""
+    kept = ROOT / "docs" / "results"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = LINK.sub(lambda m: m[1] + os.path.relpath(ROOT / m[2], kept) + m[3], cell.source)
+            continue
+        def clean(text: str) -> str:
+            return ANSI.sub("", text).replace(home, "~")
+
+        merged = []
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = clean(out["text"])
+            if "traceback" in out:
+                out["traceback"] = [clean(line) for line in out["traceback"]]
+            if "text/plain" in out.get("data", {}):
+                out["data"]["text/plain"] = clean(out["data"]["text/plain"])
+            if out.get("output_type") == "stream" and merged and merged[-1].get("name") == out["name"]:
+                merged[-1]["text"] += out["text"]
+                continue
+            merged.append(out)
+        cell["outputs"] = merged
 
 
 def notebook_sha256(nb) -> str:
@@ -148,7 +181,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--answer", type=Path, default=Path("/tmp/chat_answer.json"))
     args = parser.parse_args(argv)
-    result = summarise(nbformat.read(args.notebook, as_version=4), args.rc, args.answer)
+    nb = nbformat.read(args.notebook, as_version=4)
+    result = summarise(nb, args.rc, args.answer)
+    readable(nb)
+    nbformat.write(nb, args.notebook)
     redact(args.notebook)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

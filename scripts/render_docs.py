@@ -72,8 +72,8 @@ def stream_section(stream: dict) -> str:
 every chunk as vLLM makes it. [`benchmarks/bench.py`](../benchmarks/bench.py) `--ray-configs stream-0` deploys the
 tutorial's file in that mode with that setting and asks the running replica which interval it uses (here {server['stream_batching_interval_ms']:g} ms):
 a setting that Ray renamed or dropped would show as Ray's default and stop the run. {stream['device']}, Ray
-{stream['ray_version']}, vLLM {stream['vllm_version']}, {stream['date']}, the 8B shape, the load above, plain vLLM in the
-same lease:
+{stream['ray_version']}, vLLM {stream['vllm_version']}, {stream['date']}, the 8B shape, the load above, plain vLLM on the
+same machine:
 
 ![Plain vLLM against the tutorial's deployment streaming every chunk at once](results/bench-stream-h100.png)
 
@@ -86,7 +86,7 @@ load it costs: every token becomes one message through the ingress replica and S
 token at 64 clients went from {tpot['vllm']:.1f} ms (vLLM) to {tpot['stream-0']:.1f} ms, and throughput fell to
 {_ratio(runs, "8b", "stream-0", worst):.2f}x of vLLM's at {worst} clients. So the default mode has no interval that
 keeps both, and the tutorial runs the high-throughput mode instead. The 50 ms run (both with up to {stream['interval_50']['max_ongoing_requests']} requests per replica) stalled at
-{stalled} clients: that level had not finished after 4 minutes when the GPU lease ended, and why is not known.
+{stalled} clients: that level had not finished after 4 minutes when the machine had to be given up, and why is not known.
 Sending the first chunk at once and batching the rest (ray-project/ray#64534, not in Ray {stream['ray_version']}) would
 keep both."""
 
@@ -128,7 +128,7 @@ then the tutorial's deployment with identical engine arguments, and drives each 
 ## As the tutorial deploys it
 
 This run: {bench['device']}, Ray {bench['ray_version']}, vLLM {bench['vllm_version']}, {bench['date']}; a model of Llama 3.1
-8B's shape with random weights, plain vLLM and the tutorial's deployment in the same lease. `tutorial` is the
+8B's shape with random weights, plain vLLM and the tutorial's deployment on the same machine, one after the other. `tutorial` is the
 deployment as the notebook starts it, in Ray Serve LLM's high-throughput mode. The benchmark reads the mode back from
 the running deployment, so a switch that Ray renamed or dropped stops the run: port 8000 was served by
 `{", ".join(server['mode']['http_server'])}`, and the application's deployments were {" and ".join(f"`{d}`" for d in server['mode']['deployments'])},
@@ -148,15 +148,19 @@ Output throughput as a share of vLLM's, and median time to first token (TTFT):
   first token came after {at_top['tutorial']['median_ttft_ms']:.0f} ms against vLLM's {at_top['vllm']['median_ttft_ms']:.0f} ms,
   while the time per output token was {at_top['tutorial']['median_tpot_ms']:.1f} ms against {at_top['vllm']['median_tpot_ms']:.1f} ms.
 - **The replica's limit decides the high end.** With exactly one slot per client
-  ({top} clients, `max_ongoing_requests` {even_server['max_ongoing_requests']}, an earlier lease,
+  ({top} clients, `max_ongoing_requests` {even_server['max_ongoing_requests']}, an earlier run on another H100,
   [`bench-cap256-h100.json`](results/bench-cap256-h100.json)), the deployment reached only {_ratio(even, '8b', 'tutorial', top):.2f}x at {top}
   clients, with a median first token after {even_top['tutorial']['median_ttft_ms']:.0f} ms against vLLM's
-  {even_top['vllm']['median_ttft_ms']:.0f} ms; with twice the slots, {ratios[top]:.2f}x above. Our reading of the two runs (in
-  different leases; we did not trace it): a client's next request reaches the router before the slot of its last one
+  {even_top['vllm']['median_ttft_ms']:.0f} ms; with twice the slots, {ratios[top]:.2f}x above. Our reading of the two runs (on
+  different machines; we did not trace it): a client's next request reaches the router before the slot of its last one
   is free again, and waits for it. With the `gpu` profile's {capped_server['max_ongoing_requests']} requests per replica
   ([`bench-cap32-h100.json`](results/bench-cap32-h100.json)): {capped_text} clients, the rest waiting in Ray's queue.
   Size `max_ongoing_requests` to what the KV cache holds (`python capacity.py`), as the 70B's config does, with room
   above the clients you expect, or requests queue in Ray that the engine had room for.
+
+![The same sweep with one slot per client](results/bench-cap256-h100.png)
+
+![The same sweep with the gpu profile's 32 requests per replica](results/bench-cap32-h100.png)
 
 The mode is four environment variables, set before `ray start` on every node so that Ray's processes inherit them,
 and before `serve run`:
@@ -395,6 +399,8 @@ At tensor parallel 2 with fp8 weights on two H200s
 failed):
 
 {table(bench)}
+
+![Plain vLLM and Ray Serve's default mode at tensor parallel 2, fp8 weights](results/bench-tp2-h200x2.png)
 
 ## What to expect on 8 x A100-40G
 

@@ -65,8 +65,10 @@ def plot(path: Path = PNG) -> Path:
 
     fig, axes = plt.subplots(1, len(VARIANTS), figsize=(13, 4), sharey=True)
     for ax, variant in zip(axes, VARIANTS):
-        for gpu in GPUS:
-            ax.plot(MAX_MODEL_LENS, [concurrency(gpu, n, variant) for n in MAX_MODEL_LENS], marker="o", label=gpu)
+        # A100-80G and H100 have nearly the same memory: their lines overlap unless drawn apart.
+        for gpu, (line, marker) in zip(GPUS, [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]):
+            ax.plot(MAX_MODEL_LENS, [concurrency(gpu, n, variant) for n in MAX_MODEL_LENS], line, marker=marker,
+                    markersize=7 if line == "--" else 5, label=gpu)
         ax.set(title=f"Llama 3.1 70B, TP 8, {variant}", xscale="log", yscale="log", xlabel="max_model_len (tokens)")
         ax.set_xticks(MAX_MODEL_LENS, [f"{n // 1024}k" for n in MAX_MODEL_LENS])
         ax.grid(True, which="both", alpha=0.3)

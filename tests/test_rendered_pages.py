@@ -1,0 +1,85 @@
+"""The pages as a reader sees them: README.md and docs/ rendered as GitHub renders Markdown (cmark-gfm),
+and the executed notebooks rendered to HTML by nbconvert. Every relative link and image must lead
+somewhere; a notebook's outputs must read as text, not as terminal codes in fragments."""
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cmarkgfm
+import nbformat
+import pytest
+from cmarkgfm.cmark import Options
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+EXECUTED = sorted((ROOT / "docs" / "results").glob("*.ipynb"))
+
+
+class Targets(HTMLParser):
+    """Every href and src of a page, and the anchors GitHub gives its headings."""
+
+    def __init__(self):
+        super().__init__()
+        self.targets, self.anchors, self._heading = [], set(), None
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [v for k, v in attrs if k in ("href", "src") and v]
+        if re.fullmatch(r"h[1-6]", tag):
+            self._heading = ""
+
+    def handle_data(self, data):
+        if self._heading is not None:
+            self._heading += data
+
+    def handle_endtag(self, tag):
+        if re.fullmatch(r"h[1-6]", tag) and self._heading is not None:
+            self.anchors.add(re.sub(r"[^\w\- ]", "", self._heading.strip().lower()).replace(" ", "-"))
+            self._heading = None
+
+
+def rendered(page: Path) -> Targets:
+    parser = Targets()
+    parser.feed(cmarkgfm.github_flavored_markdown_to_html(page.read_text(), options=Options.CMARK_OPT_UNSAFE))
+    return parser
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_and_image_resolves(page):
+    here = rendered(page)
+    broken = []
+    for target in here.targets:
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:: not this repository's to check
+        path, _, anchor = target.partition("#")
+        goal = (page.parent / path).resolve() if path else page
+        if not goal.exists():
+            broken.append(target)
+        elif anchor and goal.suffix == ".md" and anchor not in (here if goal == page else rendered(goal)).anchors:
+            broken.append(target)
+    assert not broken, broken
+
+
+@pytest.mark.parametrize("notebook", EXECUTED, ids=lambda p: p.name)
+def test_executed_notebooks_read_as_text(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        kinds = [o.get("name", o["output_type"]) for o in cell.get("outputs", [])]  # stdout, stderr, display_data...
+        assert all(a != b for a, b in zip(kinds, kinds[1:])), f"a stream in fragments in: {cell.source[:80]}"
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert "\x1b[" not in html and not re.search(r"\[\d{1,2}(;\d+)*m", html), "terminal colour codes"
+    assert not re.search(r"/(root|home/[\w.-]+)/", html), "a home folder of the machine it ran on"
+    # Markdown images and links lead somewhere from where the executed copy is kept.
+    page = Targets()
+    page.feed(html)
+    missing = [t for t in page.targets if not re.match(r"[a-z]+:|#", t) and not (notebook.parent / t.partition("#")[0]).exists()]
+    assert not missing, missing
+
+
+def test_every_committed_plot_is_on_a_page():
+    shown = set()
+    for page in PAGES:
+        shown |= {(page.parent / t).resolve() for t in rendered(page).targets if t.endswith(".png")}
+    plots = {p.resolve() for p in (ROOT / "docs").rglob("*.png")}
+    assert not plots - shown, sorted(str(p.relative_to(ROOT)) for p in plots - shown)
