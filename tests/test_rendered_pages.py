@@ -83,3 +83,15 @@ def test_every_committed_plot_is_on_a_page():
         shown |= {(page.parent / t).resolve() for t in rendered(page).targets if t.endswith(".png")}
     plots = {p.resolve() for p in (ROOT / "docs").rglob("*.png")}
     assert not plots - shown, sorted(str(p.relative_to(ROOT)) for p in plots - shown)
+
+
+def test_the_outputs_the_tutorial_quotes_are_the_cpu_runs_own():
+    # Each ```text block of the notebook's prose is an excerpt of the committed CPU run: every line was printed there.
+    notebook = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+    run = nbformat.read(ROOT / "docs/results/cpu-notebook.ipynb", as_version=4)
+    printed = {line for c in run.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               for line in o.get("text", "").splitlines()}
+    excerpts = [b for c in notebook.cells if c.cell_type == "markdown" for b in re.findall(r"```text\n(.*?)\n```", c.source, re.S)]
+    assert len(excerpts) >= 3
+    for block in excerpts:
+        assert set(block.splitlines()) <= printed, set(block.splitlines()) - printed

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from tutorial import haproxy_files
-from tutorial.facts import HTTP_PORT, RAY_PORT
+from tutorial.facts import DASHBOARD_PORT, HTTP_PORT, RAY_PORT
 
 PORT = HTTP_PORT
 # What the tutorial adopted; ignored by git.
@@ -223,12 +223,19 @@ def shutdown() -> None:
         RECORD.unlink(missing_ok=True)
         return
     print(f"stopping the {len(procs)} processes of the Ray cluster this tutorial started", flush=True)
+    # The cluster's ports that its processes hold: a child that inherited a listening socket (the dashboard's
+    # modules) can hold it a few seconds after the rest is gone, and the next `ray start` would find it taken.
+    pids = {p.pid for p in procs}
+    held = [port for port in (RAY_PORT, DASHBOARD_PORT, PORT) if (owner := listener(port)) and owner.pid in pids]
     raylets = [p for p in procs if _name(p) == "raylet"]
     gcs = [p for p in procs if _name(p) == "gcs_server"]
     for bucket in (raylets, [p for p in procs if p not in raylets + gcs], gcs):
         _stop(bucket)
     time.sleep(1)
     _stop(in_sessions({e["sid"] for e in entries}))  # anything the first round started on its way out
+    deadline = time.monotonic() + GRACE_S
+    while any(port_open(port) for port in held) and time.monotonic() < deadline:
+        time.sleep(0.5)
     if RAY_ADDRESS_FILE.exists() and not port_open(RAY_PORT):
         RAY_ADDRESS_FILE.unlink(missing_ok=True)  # as `ray stop` does, so no one connects to a dead head
     if not in_sessions({e["sid"] for e in entries}):  # all stopped: nothing of the tutorial's runs any more
