@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from tutorial import ready, teardown
+from tutorial import haproxy_files, ready, teardown
 
 
 def test_wait_gives_up_at_its_deadline_with_the_reason(capsys):
@@ -69,6 +69,8 @@ def test_teardown_refuses_to_adopt_its_own_session(tmp_path, monkeypatch):
 def test_a_stale_record_is_dropped_and_whoever_has_its_id_now_is_spared(tmp_path, monkeypatch):
     # The record names a session whose adopted process is gone; its id now belongs to a stranger's `setsid sleep`.
     monkeypatch.setattr(teardown, "RECORD", tmp_path / "record.json")
+    monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
+    (tmp_path / "haproxy" / "a-node-of-another-run").mkdir(parents=True)  # not this session's to remove
     stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
         started = psutil.Process(stranger.pid).create_time()
@@ -82,5 +84,6 @@ def test_a_stale_record_is_dropped_and_whoever_has_its_id_now_is_spared(tmp_path
             teardown.RECORD.write_text(json.dumps({"sessions": [entry]}))
             assert teardown.main([]) == 0
             assert stranger.poll() is None and not teardown.RECORD.exists()
+        assert haproxy_files.node_folders() == {"a-node-of-another-run"}
     finally:
         stranger.kill()

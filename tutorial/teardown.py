@@ -208,7 +208,9 @@ def _name(p: psutil.Process) -> str:
 
 
 def _remove_haproxy_folders(entries: list[dict]) -> None:
-    """The HAProxy folders the sessions made, once nothing of them runs; no other."""
+    """The HAProxy folders the sessions made, once nothing of them runs; no other (none without a session)."""
+    if not entries:
+        return
     before = set().union(*(e.get("haproxy_folders_before", []) for e in entries))
     for name in haproxy_files.node_folders() - before:
         shutil.rmtree(haproxy_files.FOLDER / name, ignore_errors=True)
@@ -223,8 +225,8 @@ def shutdown() -> None:
         RECORD.unlink(missing_ok=True)
         return
     print(f"stopping the {len(procs)} processes of the Ray cluster this tutorial started", flush=True)
-    # The cluster's ports that its processes hold: a child that inherited a listening socket (the dashboard's
-    # modules) can hold it a few seconds after the rest is gone, and the next `ray start` would find it taken.
+    # The cluster's ports that its processes hold. Once in CI the next `ray start` still found the dashboard's
+    # port taken right after a teardown; wait until each is free, so the next cluster gets it.
     pids = {p.pid for p in procs}
     held = [port for port in (RAY_PORT, DASHBOARD_PORT, PORT) if (owner := listener(port)) and owner.pid in pids]
     raylets = [p for p in procs if _name(p) == "raylet"]
