@@ -88,8 +88,8 @@ def cli_flags(kwargs: dict) -> list[str]:
 def engine_line(path: Path) -> str:
     """vLLM's one-line summary of the engine config, to show both servers ran the same engine."""
     for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        if "Initializing a V1 LLM engine" in line:
-            return line.split("Initializing a V1 LLM engine", 1)[1].strip()[:1500]
+        if "Initializing a V1 LLM engine" in line:  # paths inside this checkout as the repository's
+            return line.split("Initializing a V1 LLM engine", 1)[1].strip().replace(str(ROOT), ".")[:1500]
     return ""
 
 

@@ -49,15 +49,16 @@ LINK = re.compile(r"(\]\()(?!https?:|#|mailto:)([^)\s]+)(\))")
 
 def readable(nb, home: str = str(Path.home())) -> None:
     """The executed notebook as a reader opens it where it is kept (docs/results/): each cell's streams
-    merged into one output per stream, without colour codes or this machine's home folder, and the
-    markdown's links pointing where they lead from that folder."""
+    merged into one output per stream, without colour codes, this machine's home folder or the path of
+    its checkout, and the markdown's links pointing where they lead from that folder."""
     kept = ROOT / "docs" / "results"
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = LINK.sub(lambda m: m[1] + os.path.relpath(ROOT / m[2], kept) + m[3], cell.source)
             continue
         def clean(text: str) -> str:
-            return ANSI.sub("", text).replace(home, "~")
+            # The checkout's own path as the repository's ("./.models/..."), the home folder as ~.
+            return ANSI.sub("", text).replace(str(ROOT), ".").replace(home, "~")
 
         merged = []
         for out in cell.get("outputs", []):
