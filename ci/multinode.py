@@ -25,7 +25,7 @@ import psutil
 import capacity
 from benchmarks import bench
 from benchmarks.bench_plot import plot
-from ci.notebook_results import engine_lines
+from ci.notebook_results import engine_lines, log_lines
 from tutorial import facts, gpus, placement, ready, teardown
 from tutorial.profiles import PROFILES
 
@@ -40,7 +40,7 @@ LOSS_WATCH_S = 90  # how long clients keep sending after the worker node is kill
 
 def both_nodes_engine_lines() -> list[str]:
     """The engine's start-up lines from the head's and the worker node's Ray logs."""
-    return engine_lines("/tmp/ray/session_latest/logs") + engine_lines(f"{WORKER_DIR}/session_latest/logs")
+    return engine_lines(log_lines()) + engine_lines(log_lines(f"{WORKER_DIR}/session_latest/logs"))
 
 
 def kv_tokens(lines: list[str]) -> int:

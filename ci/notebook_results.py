@@ -80,28 +80,31 @@ def notebook_sha256(nb) -> str:
     return hashlib.sha256("".join(c.source + "\n" for c in nb.cells if c.cell_type == "code").encode()).hexdigest()
 
 
-def _log_lines(log_dir: str):
+def log_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
+    """Every line of the Ray session's logs, read once for the readers below."""
+    lines = []
     for path in sorted(glob.glob(os.path.join(log_dir, "**", "*"), recursive=True)):
         if os.path.isfile(path):
             with open(path, errors="replace") as f:
-                yield from f
+                lines += f.readlines()
+    return lines
 
 
-def engine_lines(log_dir: str = "/tmp/ray/session_latest/logs") -> list[str]:
-    """The engine's start-up lines from the Ray session's logs, once each, in order."""
+def engine_lines(lines: list[str]) -> list[str]:
+    """The engine's start-up lines, once each, in order."""
     seen = []
-    for line in _log_lines(log_dir):
+    for line in lines:
         if ENGINE_LINES.search(line) and line.strip()[:700] not in seen:
             seen.append(line.strip()[:700])
     return seen
 
 
-def engine_settings(log_dir: str = "/tmp/ray/session_latest/logs") -> dict:
+def engine_settings(lines: list[str]) -> dict:
     """Parallelism, eager or CUDA graphs, and the all-reduce fusion, as the engine logged its config."""
     def value(text: str):
         return {"True": True, "False": False}.get(text, int(text) if text.isdigit() else text)
 
-    for line in _log_lines(log_dir):
+    for line in lines:
         if "Initializing a V1 LLM engine" in line:
             return {k: value(m.group(1)) if (m := re.search(p, line)) else None for k, p in ENGINE_SETTINGS.items()}
     return {}
@@ -151,6 +154,7 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
     if shutil.which("nvidia-smi"):
         gpus = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                               capture_output=True, text=True).stdout.strip().splitlines()
+    logs = log_lines()
     answer = None
     if answer_file.exists():
         answer = json.loads(answer_file.read_text())["choices"][0]["message"]["content"]
@@ -169,8 +173,8 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
         "first_token_s": _find(r"first after (\d+(?:\.\d+)?) s", out),
         "answer": answer,
         "shutdown_verified": teardown.CLEAN in out,
-        "engine_settings": engine_settings(),
-        "engine": engine_lines(),
+        "engine_settings": engine_settings(logs),
+        "engine": engine_lines(logs),
         "date": datetime.date.today().isoformat(),
     }
 
