@@ -45,12 +45,43 @@ def redact(path: Path) -> None:
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LINK = re.compile(r"(\]\()(?!https?:|#|mailto:)([^)\s]+)(\))")
+# The lines of the `serve run` cell a reader needs: each start-up step's first line (where the
+# start-up phases are read from), vLLM's figures, and anything that went wrong.
+LAUNCH_LINES = re.compile(r"Started Serve in namespace|Deployment Options|Initializing a V1 LLM engine|Loading weights took|"
+                          r"Started vLLM engine|Application '[^']*' is ready|ERROR|Error|Traceback|" + ENGINE_LINES.pattern)
 
 
-def readable(nb, home: str = str(Path.home())) -> None:
+def trim_launch(nb, full_log: Path, width: int = 240) -> None:
+    """Cut the `serve run` cell's output to LAUNCH_LINES (each to `width` characters), with the whole
+    output kept in `full_log`."""
+    launch, _, _ = launch_window([c for c in nb.cells if c.cell_type == "code"])
+    streams = [o for o in (launch.get("outputs", []) if launch else []) if o.get("output_type") == "stream"]
+    if not streams:
+        return
+    full_log.write_text("".join(o["text"] for o in streams))
+    total = cut = 0
+    for out in streams:
+        lines = out["text"].splitlines()
+        kept = [line if len(line) <= width else line[:width] + " ..." for line in lines if LAUNCH_LINES.search(line)]
+        total, cut = total + len(lines), cut + len(lines) - len(kept)
+        out["text"] = "".join(line + "\n" for line in kept)
+    streams[-1]["text"] += f"[{cut} of {total} lines left out here; all of them: {full_log.name}]\n"
+    merged = []
+    for out in launch["outputs"]:
+        if out.get("output_type") == "stream" and not out["text"]:
+            continue
+        if out.get("output_type") == "stream" and merged and merged[-1].get("name") == out["name"]:
+            merged[-1]["text"] += out["text"]  # stdout and stderr alternate less once lines are cut
+            continue
+        merged.append(out)
+    launch["outputs"] = merged
+
+
+def readable(nb, full_log: Path, home: str = str(Path.home())) -> None:
     """The executed notebook as a reader opens it where it is kept (docs/results/): each cell's streams
     merged into one output per stream, without colour codes, this machine's home folder or the path of
-    its checkout, and the markdown's links pointing where they lead from that folder."""
+    its checkout, the `serve run` cell cut to the lines worth reading (all of them in `full_log`), and
+    the markdown's links pointing where they lead from that folder."""
     kept = ROOT / "docs" / "results"
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -73,6 +104,7 @@ def readable(nb, home: str = str(Path.home())) -> None:
                 continue
             merged.append(out)
         cell["outputs"] = merged
+    trim_launch(nb, full_log)
 
 
 def notebook_sha256(nb) -> str:
@@ -188,9 +220,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     nb = nbformat.read(args.notebook, as_version=4)
     result = summarise(nb, args.rc, args.answer)
-    readable(nb)
+    full_log = args.out.with_suffix(".serve-run.log")  # beside the results, where the notebook is kept
+    readable(nb, full_log)
     nbformat.write(nb, args.notebook)
     redact(args.notebook)
+    redact(full_log)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

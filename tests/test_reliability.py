@@ -80,16 +80,18 @@ def server(tmp_path_factory):
            "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares"}
     os.environ[access.KEY_ENV] = KEY  # the readiness check sends it too
     log = tmp_path_factory.mktemp("reliability") / "deployment.log"
+    others = haproxy_files.node_folders()  # of other runs on this machine: neither this module's nor teardown's
     try:
         with CommandLines(HF_TOKEN) as cmdlines, ServeDeployment("serve_llama_3_1_70b:app", ROOT, env, log,
                                                                  ready_s=900) as deployment:
             deployment.token_cmdlines = cmdlines  # sampled from `ray start` until the app answered
+            deployment.haproxy_folders = haproxy_files.node_folders() - others
             cmdlines.__exit__()
             yield deployment
     finally:
         del os.environ[access.KEY_ENV]
     assert teardown.leftovers() == []
-    assert not haproxy_files.node_folders(), "teardown left HAProxy's folder of this session"
+    assert haproxy_files.node_folders() <= others, "teardown left HAProxy's folder of this session"
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +173,8 @@ def test_the_hugging_face_token_reaches_the_engine_and_nothing_else(server):
 
 
 def test_only_this_account_drives_haproxy(server):
-    (sock,) = haproxy_files.FOLDER.glob("*/admin.sock")
+    (folder,) = server.haproxy_folders
+    sock = haproxy_files.FOLDER / folder / "admin.sock"
     assert haproxy_files.FOLDER.stat().st_mode & 0o777 == 0o700
     ask_info = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); "
                 "s.sendall(b'show info\\n'); print(s.recv(4096).decode())")

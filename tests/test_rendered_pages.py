@@ -12,6 +12,8 @@ import pytest
 from cmarkgfm.cmark import Options
 from nbconvert import HTMLExporter
 
+from ci import notebook_results
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXECUTED = sorted((ROOT / "docs" / "results").glob("*.ipynb"))
@@ -95,3 +97,15 @@ def test_the_outputs_the_tutorial_quotes_are_the_cpu_runs_own():
     assert len(excerpts) >= 3
     for block in excerpts:
         assert set(block.splitlines()) <= printed, set(block.splitlines()) - printed
+
+
+@pytest.mark.parametrize("notebook", EXECUTED, ids=lambda p: p.name)
+def test_the_serve_run_cell_shows_the_start_up_lines_and_keeps_the_whole_log_beside_it(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    launch, _, _ = notebook_results.launch_window([c for c in nb.cells if c.cell_type == "code"])
+    shown = notebook_results.stream_text(launch).splitlines()
+    log = notebook.with_suffix(".serve-run.log")
+    assert shown[-1].endswith(f"; all of them: {log.name}]") and log.exists()
+    wanted = [line for line in log.read_text().splitlines() if notebook_results.LAUNCH_LINES.search(line)]
+    assert [line.removesuffix(" ...") for line in shown[:-1]] == [line[:240] for line in wanted]
+    assert any("Deployment Options" in line for line in shown)  # where the start-up phases begin
