@@ -278,6 +278,83 @@ timed to the first token, {prom['stored']['ray_vllm_prompt_tokens_total']:.0f} p
 """
 
 
+def security_page(sec: dict) -> str:
+    def shown(v) -> str:
+        return f"`{v}`" if isinstance(v, int) else str(v)
+
+    ports = "\n".join(f"| {port} | {s['process']} | {shown(s['GET /'])} | {shown(s.get('chat', ''))} |"
+                       for port, s in sec["outside_address"].items())
+    abuse = "\n".join(f"| {a['case']} | {a['status'] if isinstance(a['status'], int) else json.dumps(a['status'])} | "
+                       f"{'yes' if a['alive_after'] else '**no**'} |" for a in sec["abuse"])
+    answering = [p for p, s in sec["outside_address"].items() if isinstance(s["GET /"], int) and s["GET /"] != 401]
+    guarded = [p for p, s in sec["outside_address"].items() if s["GET /"] == 401]
+    idle, slow, killed, token = sec["idle_connections"], sec["slow_client"], sec["haproxy_killed"], sec["token_files"]
+    return f"""# What it leaks, and who else can drive it
+
+[`tests/test_reliability.py`](../tests/test_reliability.py) starts the deployment as the notebook does (the small model on
+the CPU, `SERVE_API_KEY` set, Ray's token auth, a fake `HF_TOKEN` exported as the 70B path tells the reader to) and looks
+for what another machine, another local account or a hostile client can do. This run: {sec['model']} on {sec['cpus']}
+CPU cores, Ray {sec['ray_version']}, vLLM {sec['vllm_version']}, {sec['date']}.
+
+## The Hugging Face token
+
+The engine inherits it from the environment of `ray start`; the config never holds it. Of {token['files_read']} files
+(Ray's session folder, `docs/`, the notebooks) {token['holding_the_token']} held it, and of the process command lines
+sampled {sec['token_cmdlines']['samples']} times while the application deployed, {sec['token_cmdlines']['holding_the_token']}
+did.
+
+## Another local account
+
+HAProxy's admin socket, config and state live in `/tmp/haproxy-serve-UID`, mode 700. The owner's `show info` answers;
+as `nobody` the socket was: {sec['admin_socket_other_user']}. A stale teardown record whose session id now belongs to
+an unrelated `setsid sleep` was dropped and the sleep spared ({'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'},
+{sec['stale_record_spared']['entries']} kinds of stale entry).
+
+## Another machine
+
+Every port the deployment's processes listen on, reached from this host's own non-loopback address: what `GET /`
+answered, and what a chat completion without a key got where HTTP answered ("no HTTP answer": gRPC, which the cluster
+token guards).
+
+| port | process | GET / | chat completion |
+|---|---|---|---|
+{ports}
+
+Port 8000, the dashboard and the replicas' own HTTP ports listen on loopback only. Ray's agents on
+{", ".join(guarded)} ask for the cluster token (`401`). What else answers from outside ({", ".join(answering)}) is
+metrics: Ray's exporters, and HAProxy's statistics page and Prometheus endpoint. Ray writes
+their addresses itself (`bind *:8404`, `bind :9101` in its HAProxy template, every interface for its metrics
+exporters) and offers no setting for them, so the notebook says to close them with a firewall on a machine others can
+reach. None of them served the model.
+
+## Held connections
+
+HAProxy's statistics and metrics frontends share HAProxy's one connection limit ({idle['limit']:,}) with port 8000.
+{idle['held']:,} idle connections held to 8404 and 9101: port 8000
+{"still answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"} while they were held, and
+{"answered again" if idle['answered_after_release'] else "did not answer"} once they closed. Ray's template sets no
+per-frontend limit and takes none from the environment; until it does, a firewall in front of 8404 and 9101 is the
+protection (the test is marked as a known failure, and fails loudly once Ray fixes it).
+
+A client that trickled its headers one byte a second for 30 s held its one connection ({slow['status']}), and
+{slow['answered']} of the {slow['valid_requests_meanwhile']} valid requests sent meanwhile were answered.
+
+## Abuse
+
+Each case was followed by a valid request that had to be answered; `4xx` is a clear refusal, `200` a request
+that vLLM accepts and `max_tokens` bounds.
+
+| case | HTTP | answered the next request |
+|---|---|---|
+{abuse}
+
+A JSON schema that refers to itself gets `500` from vLLM instead of a `4xx`; the server keeps serving. HAProxy killed
+with SIGKILL under four streaming clients: Serve's health check restarted it, and port 8000 answered again after
+{killed['back_after_s']} s; {killed['failed_during']} of {killed['requests_during']} requests sent meanwhile failed,
+so clients should retry.
+"""
+
+
 def _case_row(c: dict) -> str:
     mode = "eager" if c["enforce_eager"] else "compiled"
     return (f"| {c['tensor_parallel_size']} x {c['gpu']}, {c['weight_dtype']} weights, {c['max_model_len']:,} tokens, {mode} | "
@@ -612,6 +689,7 @@ PAGES = {
                    lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),
     "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
+    "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),
     "rehearsal.md": ("docs/results/tp4-h200x4.json, graph-capture-h200x4.json, bench-tp4-h200x4.json, "
                      "capacity-validation.json, tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
                      lambda: rehearsal_page(_load("tp4-h200x4.json"), _load("graph-capture-h200x4.json"),

@@ -24,8 +24,11 @@ GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM
 HEADER = """\
 # Generated from serve_config.yaml by scripts/render_k8s.py; do not edit by hand.
 # The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
-# "On Kubernetes with KubeRay"). Needs a Secret hf-token with key token, and nodes with 8 GPUs.
+# "On Kubernetes with KubeRay"). Needs the Secrets hf-token (key token) and serve-api-key (key key),
+# the ConfigMap serve-api-key-check (tutorial/access.py, tutorial/facts.py), and nodes with 8 GPUs.
 """
+# Where each pod finds the notebook's API key check (tutorial.access), from the ConfigMap.
+CALLBACK_DIR = "/opt/serve-callback"
 
 
 def manifest() -> dict:
@@ -37,12 +40,19 @@ def manifest() -> dict:
     def container(name: str) -> dict:
         return {
             "name": name, "image": IMAGE,
-            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}],
+            "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}},
+                    {"name": "SERVE_API_KEY", "valueFrom": {"secretKeyRef": {"name": "serve-api-key", "key": "key"}}},
+                    {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "tutorial.access:middlewares"},
+                    {"name": "PYTHONPATH", "value": CALLBACK_DIR}],
+            "volumeMounts": [{"name": "api-key-check", "mountPath": CALLBACK_DIR, "readOnly": True}],
         }
 
+    api_key_check = {"name": "api-key-check", "configMap": {"name": "serve-api-key-check", "items": [
+        {"key": f, "path": f"tutorial/{f}"} for f in ("access.py", "facts.py")]}}
     head = {
-        "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
-        "template": {"spec": {"containers": [{
+        "serviceType": "ClusterIP",
+        "rayStartParams": {"num-gpus": "0"},
+        "template": {"spec": {"volumes": [api_key_check], "containers": [{
             **container("ray-head"),
             "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
             "ports": [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
@@ -60,9 +70,9 @@ def manifest() -> dict:
                 **container("ray-worker"),
                 "resources": {"requests": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)},
                               "limits": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)}},
-                "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+                "volumeMounts": [*container("ray-worker")["volumeMounts"], {"name": "dshm", "mountPath": "/dev/shm"}],
             }],
-            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
+            "volumes": [api_key_check, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
         }},
     }
     return {
@@ -73,6 +83,7 @@ def manifest() -> dict:
             "serveConfigV2": yaml.safe_dump({"applications": serve["applications"]}, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                "authOptions": {"mode": "token"},
                 "enableInTreeAutoscaling": True,
                 "headGroupSpec": head,
                 "workerGroupSpecs": [worker],
@@ -85,6 +96,7 @@ class Dumper(yaml.SafeDumper):
     """Multi-line strings (serveConfigV2) as literal blocks, as people write them by hand."""
 
 
+Dumper.ignore_aliases = lambda self, data: True  # a dict used twice is written out twice, not as &id001
 Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
 
 
@@ -93,13 +105,16 @@ Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:s
 REASONS = {
     "  serveConfigV2:": "serve_config.yaml's application, verbatim: one source for the Serve config.",
     "    rayVersion:": "The Ray of the pinned GPU stack (requirements-gpu.txt), as in the image below.",
+    "    authOptions:": "Ray's token auth (KubeRay 1.5.1+): KubeRay makes the token a Secret and hands it to every pod.",
+    "      serviceType:": "The head's Service (dashboard, GCS) stays inside the cluster; the token guards it there too.",
     "    enableInTreeAutoscaling:": "Ray's autoscaler adds a worker pod when Serve adds a replica with nowhere to run.",
     "        num-gpus:": "The head runs Ray's control processes and Serve's proxy, never an engine.",
-    "            env:": "HF_TOKEN from the Secret hf-token: the engine needs it to download the gated weights.",
+    "            env:": "HF_TOKEN for the gated weights and SERVE_API_KEY from Secrets; every Serve proxy loads the key check.",
     "      minReplicas:": "One pod per replica: min_replicas and max_replicas of the deployment.",
     "          nodeSelector:": "Only nodes with the GPU the config's accelerator_type names.",
     "                nvidia.com/gpu:": "tensor_parallel_size x pipeline_parallel_size GPUs: one replica per pod.",
-    "            volumeMounts:": "NCCL moves tensors through /dev/shm; a container's default 64 MiB is too small.",
+    "              mountPath: /dev/shm": "NCCL moves tensors through /dev/shm; a container's default 64 MiB is too small.",
+    "          - name: api-key-check": "tutorial/access.py and tutorial/facts.py from the ConfigMap, as a package on PYTHONPATH.",
 }
 
 

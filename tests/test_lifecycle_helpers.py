@@ -1,6 +1,5 @@
 """The readiness wait and the teardown check, against local sockets: both must fail loudly."""
 
-import json
 import os
 import socket
 import subprocess
@@ -10,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from tutorial import haproxy_files, ready, teardown
+from tutorial import ready, teardown
 
 
 def test_wait_gives_up_at_its_deadline_with_the_reason(capsys):
@@ -64,26 +63,3 @@ def test_teardown_refuses_to_adopt_its_own_session(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="setsid --wait ray start"):
         teardown.remember_session(os.getpid())
     assert not teardown.RECORD.exists()
-
-
-def test_a_stale_record_is_dropped_and_whoever_has_its_id_now_is_spared(tmp_path, monkeypatch):
-    # The record names a session whose adopted process is gone; its id now belongs to a stranger's `setsid sleep`.
-    monkeypatch.setattr(teardown, "RECORD", tmp_path / "record.json")
-    monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
-    (tmp_path / "haproxy" / "a-node-of-another-run").mkdir(parents=True)  # not this session's to remove
-    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    try:
-        started = psutil.Process(stranger.pid).create_time()
-        boot = teardown.BOOT_ID.read_text().strip()
-        stale = [
-            dict(sid=stranger.pid, boot_id=boot, anchor=dict(pid=stranger.pid, started=started - 3600, command="raylet")),
-            dict(sid=stranger.pid, boot_id="an earlier boot", anchor=dict(pid=stranger.pid, started=started,
-                                                                          command="sleep 300")),
-        ]
-        for entry in stale:
-            teardown.RECORD.write_text(json.dumps({"sessions": [entry]}))
-            assert teardown.main([]) == 0
-            assert stranger.poll() is None and not teardown.RECORD.exists()
-        assert haproxy_files.node_folders() == {"a-node-of-another-run"}
-    finally:
-        stranger.kill()

@@ -4,6 +4,7 @@ v1 API), service.yaml (the anyscale package's ServiceConfig) and the GitHub Acti
 (actionlint and zizmor). None of them can run here: no cluster, account or runner."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,7 @@ def test_rayservice_uses_only_kuberays_v1_fields():
                 + [f"{path}.{k}: required by KubeRay's {spec}" for k in api["required"] if k not in obj])
 
     problems = check(MANIFEST["spec"], "RayServiceSpec", "spec") + check(CLUSTER, "RayClusterSpec", "rayClusterConfig")
+    problems += check(CLUSTER["authOptions"], "AuthOptions", "authOptions")
     problems += check(CLUSTER["headGroupSpec"], "HeadGroupSpec", "headGroupSpec")
     for g in CLUSTER["workerGroupSpecs"]:
         problems += check(g, "WorkerGroupSpec", g["groupName"])
@@ -98,12 +100,41 @@ def test_gpus_and_replicas_follow_the_config():
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]  # NCCL's shared memory
 
 
-def test_token_comes_from_a_secret():
+def test_secrets_come_from_secrets():
     for group, pod in PODS.items():
         for c in pod["spec"]["containers"]:
-            (env,) = [e for e in c["env"] if e["name"] == "HF_TOKEN"]
-            assert "value" not in env and env["valueFrom"]["secretKeyRef"]["name"] == "hf-token", group
+            env = {e["name"]: e for e in c["env"]}
+            for name, secret in (("HF_TOKEN", "hf-token"), ("SERVE_API_KEY", "serve-api-key")):
+                assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"] == secret, group
     assert "hf_" not in (ROOT / "k8s" / "rayservice.yaml").read_text()
+
+
+def test_the_cluster_is_closed_by_default():
+    # Ray's token auth through KubeRay's own setting, and the head's Service (dashboard, GCS) inside the cluster.
+    assert CLUSTER["authOptions"]["mode"] == "token" and "token" in KUBERAY["AuthOptions"]["mode_values"]
+    head = CLUSTER["headGroupSpec"]
+    assert head["serviceType"] == "ClusterIP" and not head.get("enableIngress")
+    assert "dashboard-host" not in head["rayStartParams"]
+
+
+def test_every_pod_loads_the_notebooks_key_check_from_the_configmap():
+    # The notebook's install cell makes the ConfigMap from these very files; the import path is the notebook's.
+    notebook = json.loads((ROOT / "notebook.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert 'RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "tutorial.access:middlewares"' in code
+    assert "kubectl create configmap serve-api-key-check --from-file=tutorial/access.py --from-file=tutorial/facts.py" in code
+    for group, pod in PODS.items():
+        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "api-key-check"]
+        assert volume["configMap"]["name"] == "serve-api-key-check"
+        assert {i["path"] for i in volume["configMap"]["items"]} == {"tutorial/access.py", "tutorial/facts.py"}
+        (c,) = pod["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "tutorial.access:middlewares", group
+        assert {"name": "api-key-check", "mountPath": env["PYTHONPATH"], "readOnly": True} in c["volumeMounts"], group
+    # Those two files are the whole key check: tutorial/access.py imports no other module of this repository.
+    imports = re.findall(r"^(?:from|import) (\S+)", (ROOT / "tutorial" / "access.py").read_text(), re.M)
+    assert [m for m in imports if m.startswith("tutorial")] == ["tutorial.facts"]
+    assert not re.findall(r"^(?:from|import) ", (ROOT / "tutorial" / "facts.py").read_text(), re.M)
 
 
 def test_service_yaml_is_an_anyscale_service_config():
