@@ -152,7 +152,7 @@ Output throughput as a share of vLLM's, and median time to first token (TTFT):
   [`bench-cap256-h100.json`](results/bench-cap256-h100.json)), the deployment reached only {_ratio(even, '8b', 'tutorial', top):.2f}x at {top}
   clients, with a median first token after {even_top['tutorial']['median_ttft_ms']:.0f} ms against vLLM's
   {even_top['vllm']['median_ttft_ms']:.0f} ms; with twice the slots, {ratios[top]:.2f}x above. Our reading of the two runs (on
-  different machines; we did not trace it): a client's next request reaches the router before the slot of its last one
+  different machines; not traced further): a client's next request reaches the router before the slot of its last one
   is free again, and waits for it. With the `gpu` profile's {capped_server['max_ongoing_requests']} requests per replica
   ([`bench-cap32-h100.json`](results/bench-cap32-h100.json)): {capped_text} clients, the rest waiting in Ray's queue.
   Size `max_ongoing_requests` to what the KV cache holds (`python capacity.py`), as the 70B's config does, with room
