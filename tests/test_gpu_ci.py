@@ -1,8 +1,10 @@
 """The GPU runner's pieces, checked without a GPU: the workflow, the wheelhouse, the scripts."""
 
 import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,26 @@ def test_gpu_only_scripts_call_the_benchmark_as_it_is_now():
             for option, choices in (("--ray-configs", bench.RAY_CONFIGS), ("--models", {*bench.MODELS, *bench.REHEARSALS})):
                 if m := re.search(rf"{option} ((?:[a-z0-9][\w-]* ?)+)", call):
                     assert set(m.group(1).split()) <= set(choices), (path.name, option, m.group(1))
+
+
+def test_the_gpu_notebook_runner_and_the_start_up_reader_run_on_the_cpu(tmp_path):
+    # Their smoke mode is the small model on the CPU: the same script, nbmake run and results code as on a GPU node.
+    import nbformat
+
+    from ci import notebook_results
+
+    env = {**os.environ, "LLM_PROFILE": "cpu", "READY_TIMEOUT_S": "600", "RESULTS_DIR": str(tmp_path),
+           "RESULTS_NAME": "smoke"}
+    run = subprocess.run(["bash", "ci/gpu_notebook.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads((tmp_path / "smoke.json").read_text())
+    assert set(notebook_results.FIELDS) <= set(result) and result["passed"] and result["shutdown_verified"]
+    assert result["notebook_sha256"] == notebook_results.notebook_sha256(nbformat.read(ROOT / "notebook.ipynb", 4))
+    assert "4" in result["answer"] and result["time_to_ready_s"] > 0
+    assert (tmp_path / "smoke.serve-run.log").exists() and not (ROOT / "notebook.gpu-run.ipynb").exists()
+    out = tmp_path / "cold-start.json"
+    read = subprocess.run([sys.executable, "-m", "benchmarks.cold_start", "--out", str(out), f"smoke={tmp_path / 'smoke.ipynb'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert read.returncode == 0, read.stderr[-3000:]
+    phases = json.loads(out.read_text())["runs"]["smoke"]
+    assert abs(sum(phases["phases_s"].values()) - phases["total_s"]) < 0.5 and out.with_suffix(".png").exists()
