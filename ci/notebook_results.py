@@ -45,10 +45,28 @@ def redact(path: Path) -> None:
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 LINK = re.compile(r"(\]\()(?!https?:|#|mailto:)([^)\s]+)(\))")
+# A virtual environment outside the checkout (a GPU image's, say) is no path a reader has: an executed
+# notebook shows it by this name instead.
+PYTHON_ENV = "<python environment>"
+VENV = sys.prefix if sys.prefix != sys.base_prefix and not sys.prefix.startswith(str(ROOT)) else None
 # The lines of the `serve run` cell a reader needs: each start-up step's first line (where the
 # start-up phases are read from), vLLM's figures, and anything that went wrong.
 LAUNCH_LINES = re.compile(r"Started Serve in namespace|Deployment Options|Initializing a V1 LLM engine|Loading weights took|"
                           r"Started vLLM engine|Application '[^']*' is ready|ERROR|Error|Traceback|" + ENGINE_LINES.pattern)
+
+
+def merge_streams(outputs: list) -> list:
+    """The outputs with each run of one stream (stdout, stderr) as one output, and empty streams left out."""
+    merged = []
+    for out in outputs:
+        if out.get("output_type") == "stream":
+            if not out["text"]:
+                continue
+            if merged and merged[-1].get("name") == out["name"]:
+                merged[-1]["text"] += out["text"]
+                continue
+        merged.append(out)
+    return merged
 
 
 def trim_launch(nb, full_log: Path, width: int = 240) -> None:
@@ -66,32 +84,24 @@ def trim_launch(nb, full_log: Path, width: int = 240) -> None:
         total, cut = total + len(lines), cut + len(lines) - len(kept)
         out["text"] = "".join(line + "\n" for line in kept)
     streams[-1]["text"] += f"[{cut} of {total} lines left out here; all of them: {full_log.name}]\n"
-    merged = []
-    for out in launch["outputs"]:
-        if out.get("output_type") == "stream" and not out["text"]:
-            continue
-        if out.get("output_type") == "stream" and merged and merged[-1].get("name") == out["name"]:
-            merged[-1]["text"] += out["text"]  # stdout and stderr alternate less once lines are cut
-            continue
-        merged.append(out)
-    launch["outputs"] = merged
+    launch["outputs"] = merge_streams(launch["outputs"])  # stdout and stderr alternate less once lines are cut
 
 
-def readable(nb, full_log: Path, home: str = str(Path.home())) -> None:
-    """The executed notebook as a reader opens it where it is kept (docs/results/): each cell's streams
-    merged into one output per stream, without colour codes, this machine's home folder or the path of
-    its checkout, the `serve run` cell cut to the lines worth reading (all of them in `full_log`), and
-    the markdown's links pointing where they lead from that folder."""
+def readable(nb, full_log: Path, home: str = str(Path.home()), venv: str | None = VENV) -> None:
+    """The executed notebook as a reader opens it where it is kept (docs/results/): without colour codes,
+    this machine's home folder, the path of its checkout or of the Python environment that ran it, the
+    `serve run` cell cut to the lines worth reading (all of them in `full_log`), each cell's streams
+    merged into one output per stream, and the markdown's links pointing where they lead from that folder."""
+    def clean(text: str) -> str:
+        # The checkout's own path as the repository's ("./.models/..."), the home folder as ~.
+        text = ANSI.sub("", text).replace(str(ROOT), ".")
+        return (text.replace(venv, PYTHON_ENV) if venv else text).replace(home, "~")
+
     kept = ROOT / "docs" / "results"
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = LINK.sub(lambda m: m[1] + os.path.relpath(ROOT / m[2], kept) + m[3], cell.source)
             continue
-        def clean(text: str) -> str:
-            # The checkout's own path as the repository's ("./.models/..."), the home folder as ~.
-            return ANSI.sub("", text).replace(str(ROOT), ".").replace(home, "~")
-
-        merged = []
         for out in cell.get("outputs", []):
             if "text" in out:
                 out["text"] = clean(out["text"])
@@ -99,11 +109,7 @@ def readable(nb, full_log: Path, home: str = str(Path.home())) -> None:
                 out["traceback"] = [clean(line) for line in out["traceback"]]
             if "text/plain" in out.get("data", {}):
                 out["data"]["text/plain"] = clean(out["data"]["text/plain"])
-            if out.get("output_type") == "stream" and merged and merged[-1].get("name") == out["name"]:
-                merged[-1]["text"] += out["text"]
-                continue
-            merged.append(out)
-        cell["outputs"] = merged
+        cell["outputs"] = merge_streams(cell.get("outputs", []))
     trim_launch(nb, full_log)
 
 

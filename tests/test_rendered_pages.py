@@ -17,6 +17,8 @@ from ci import notebook_results
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 EXECUTED = sorted((ROOT / "docs" / "results").glob("*.ipynb"))
+# An absolute path into a virtual environment or its site-packages: the machine's, not the repository's ("./.venv").
+OUTSIDE_ENV = re.compile(r"(?<![\w.>])/[\w./-]*/(site-packages|\.venv)\b")
 
 
 class Targets(HTMLParser):
@@ -72,6 +74,7 @@ def test_executed_notebooks_read_as_text(notebook):
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert "\x1b[" not in html and not re.search(r"\[\d{1,2}(;\d+)*m", html), "terminal colour codes"
     assert not re.search(r"/(root|home/[\w.-]+)/", html), "a home folder of the machine it ran on"
+    assert not OUTSIDE_ENV.search(notebook.read_text()), "a Python environment outside the repository"
     # Markdown images and links lead somewhere from where the executed copy is kept.
     page = Targets()
     page.feed(html)
@@ -106,6 +109,24 @@ def test_the_serve_run_cell_shows_the_start_up_lines_and_keeps_the_whole_log_bes
     shown = notebook_results.stream_text(launch).splitlines()
     log = notebook.with_suffix(".serve-run.log")
     assert shown[-1].endswith(f"; all of them: {log.name}]") and log.exists()
+    assert not OUTSIDE_ENV.search(log.read_text()), "a Python environment outside the repository"
     wanted = [line for line in log.read_text().splitlines() if notebook_results.LAUNCH_LINES.search(line)]
     assert [line.removesuffix(" ...") for line in shown[:-1]] == [line[:240] for line in wanted]
     assert any("Deployment Options" in line for line in shown)  # where the start-up phases begin
+
+
+def test_readable_shows_an_outside_environment_by_name_and_merges_its_streams(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    launch = new_code_cell("serve run serve_llama_3_1_70b:app", outputs=[
+        new_output("stream", name="stderr", text="INFO Deployment Options\nnoise in /opt/img/.venv/lib/x.py\n"),
+        new_output("stream", name="stdout", text="more noise\n"),
+        new_output("stream", name="stderr", text="Application 'default' is ready\n")])
+    other = new_code_cell("print()", outputs=[new_output("stream", name="stdout", text=f"{ROOT}/a "),
+                                               new_output("stream", name="stdout", text="/opt/img/.venv/b\n")])
+    nb = new_notebook(cells=[launch, other])
+    notebook_results.readable(nb, tmp_path / "x.serve-run.log", venv="/opt/img/.venv")
+    assert [o["text"] for o in other.outputs] == [f"./a {notebook_results.PYTHON_ENV}/b\n"]
+    assert [(o["name"], o["text"]) for o in launch.outputs] == [
+        ("stderr", "INFO Deployment Options\nApplication 'default' is ready\n[2 of 4 lines left out here; all of them: x.serve-run.log]\n")]
+    assert f"{notebook_results.PYTHON_ENV}/lib/x.py" in (tmp_path / "x.serve-run.log").read_text()
