@@ -427,43 +427,51 @@ FAULTS = {  # what is killed -> how to find its process
 }
 
 
-@pytest.mark.parametrize("fault", FAULTS)
-def test_a_killed_engine_is_replaced_and_serves_again(client, figures, fault):
-    (victim,) = pids(*FAULTS[fault])
-    (replica,) = pids(*REPLICA)
-    stop = False
+def kill_under_load(victims: list[int], deadline_s: float, pause_s: float = 0.0) -> tuple[list[dict], float]:
+    """SIGKILL `victims` while four streaming clients keep sending. Returns every request they sent (each
+    marked `after_kill` or not) and the seconds from the kill until a new request succeeded (at least
+    `deadline_s` if none did)."""
+    stop, killed_at = False, None
 
-    async def traffic() -> list[dict]:  # four clients keep sending while the engine dies
+    async def traffic() -> list[dict]:
         out = []
         async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as http:
             async def worker(w):
                 while not stop:
-                    out.append(await _one(http, w))
+                    out.append({**await _one(http, w), "after_kill": killed_at is not None})
+                    await asyncio.sleep(pause_s)
             await asyncio.gather(*(worker(w) for w in range(4)))
         return out
 
     async def scenario():
-        nonlocal stop
+        nonlocal stop, killed_at
         task = asyncio.create_task(traffic())
         await asyncio.sleep(5)
         killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        deadline = killed_at + 900
-        while time.monotonic() < deadline:  # recovered: a request sent after the kill succeeds
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        while time.monotonic() - killed_at < deadline_s:  # recovered: a request sent after the kill succeeds
             await asyncio.sleep(2)
             async with httpx.AsyncClient(timeout=60) as http:
                 if (await _one(http, -1))["ok"]:
                     break
-        recovered_at = time.monotonic()
+        recovery_s = time.monotonic() - killed_at
         stop = True
-        return await task, killed_at, recovered_at
+        return await task, recovery_s
 
-    during, killed_at, recovered_at = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_killed_engine_is_replaced_and_serves_again(client, figures, fault):
+    (victim,) = pids(*FAULTS[fault])
+    (replica,) = pids(*REPLICA)
+    during, recovery_s = kill_under_load([victim], deadline_s=900)
     new_replicas = pids(*REPLICA)
     after = [answers(client) for _ in range(5)]
     figures["faults"].append({
         "fault": f"SIGKILL of {fault} under load", "replica_replaced": replica not in new_replicas,
-        "recovery_s": round(recovered_at - killed_at, 1), "requests_during": len(during),
+        "recovery_s": round(recovery_s, 1), "requests_during": len(during),
         "failed_during": sum(not r["ok"] for r in during),
         "failed_during_by_status": dict(collections.Counter(str(r["status"]) for r in during if not r["ok"])),
         "succeeded_after_recovery": sum(after),
@@ -552,35 +560,8 @@ def test_haproxy_killed_under_load_comes_back(client, figures):
     victims = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"
                and any(c.laddr.port == facts.HTTP_PORT and c.status == psutil.CONN_LISTEN for c in p.net_connections())]
     assert victims
-    stop, killed_at = False, None
-
-    async def traffic() -> list[dict]:
-        out = []
-        async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=5)) as http:
-            async def worker(w):
-                while not stop:
-                    out.append({**await _one(http, w), "after_kill": killed_at is not None})
-                    await asyncio.sleep(0.2)
-            await asyncio.gather(*(worker(w) for w in range(4)))
-        return out
-
-    async def scenario():
-        nonlocal stop, killed_at
-        task = asyncio.create_task(traffic())
-        await asyncio.sleep(5)
-        killed_at = time.monotonic()
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        while time.monotonic() - killed_at < 180:
-            await asyncio.sleep(2)
-            async with httpx.AsyncClient(timeout=30) as http:
-                if (await _one(http, -1))["ok"]:
-                    break
-        back = time.monotonic() - killed_at
-        stop = True
-        return await task, back
-
-    during, back_s = asyncio.run(scenario())
+    # A pause between requests: while nothing listens, each fails at once.
+    during, back_s = kill_under_load(victims, deadline_s=180, pause_s=0.2)
     seen = collections.Counter(str(r["status"]) for r in during if r["after_kill"] and not r["ok"])
     figures["haproxy_killed"] = {"case": "HAProxy killed (SIGKILL) under 4 streaming clients", "status": dict(seen) or 200,
                                  "back_after_s": round(back_s, 1), "requests_during": len(during),
