@@ -11,11 +11,6 @@ import sys
 import pytest
 
 
-def pytest_addoption(parser):
-    parser.addoption("--record", action="store_true",
-                     help="write the measured figures to docs/results/ (tests leave the tree clean without it)")
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item):
     if not str(item.path).endswith(".ipynb"):

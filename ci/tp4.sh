@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The 70B's shape on every GPU of a 4-GPU node, with CUDA graphs: what docs/results/*-<gpu>x4.json hold.
-#   1. graph capture at TP 2 (bf16 and fp8 side by side) on a small Llama shape  benchmarks/graph_capture.py
-#   2. this notebook under nbmake, LLM_PROFILE=rehearsal (bf16 at 32768, TP 4)    ci/gpu_notebook.sh
-#   3. the planner against vLLM at TP 4, eager (the compiled case is step 2's)     benchmarks/capacity_validate.py
-#   4. Ray Serve LLM against plain vLLM at TP 4, 1 to 256 clients                 benchmarks/bench.py
+#   1. graph capture at TP 2 (bf16 and fp8 side by side) on a small Llama shape  python -m lab run graph-capture
+#   2. this notebook under nbmake, LLM_PROFILE=rehearsal (bf16 at 32768, TP 4)    python -m lab run notebook
+#   3. the planner against vLLM at TP 4, eager (the compiled case is step 2's)     python -m lab run capacity
+#   4. Ray Serve LLM against plain vLLM at TP 4, 1 to 256 clients                 python -m lab run bench
 # Expects the GPU stack installed (ci/gpu_setup.sh). STEPS="1 2" runs some of them; results go to
 # RESULTS_DIR (default docs/results), each step's log to LOGS (default /tmp/tp4-logs), and a failed
 # step does not stop the next.
@@ -22,10 +22,10 @@ step() {  # N NAME COMMAND...
   "$@" > "$logs/$name.log" 2>&1
   echo "tp4: [$n] $name exited $? at $(date +%T)"
 }
-step 1 graph-capture python -m benchmarks.graph_capture --out "$results/graph-capture-$gpu.json" --logdir "$logs"
+step 1 graph-capture python -m lab run graph-capture --results "$results" --logdir "$logs"
 # Ready in about 5 minutes when it works: a 10-minute deadline, not the default 30.
-step 2 notebook env LLM_PROFILE=rehearsal RESULTS_DIR="$results" RESULTS_NAME="tp4-$gpu" READY_TIMEOUT_S=600 bash ci/gpu_notebook.sh
-step 3 planner python -m benchmarks.capacity_validate --tp4 --out "$results/capacity-tp4-$gpu.json"
-step 4 bench python -m benchmarks.bench --models 70b --ray-configs tutorial --min-prompts 8 \
+step 2 notebook env LLM_PROFILE=rehearsal READY_TIMEOUT_S=600 python -m lab run notebook --results "$results" --name "tp4-$gpu"
+step 3 planner python -m lab run capacity --tp4 --out "$results/capacity-tp4-$gpu.json"
+step 4 bench python -m lab run bench --models 70b --ray-configs tutorial --min-prompts 8 \
   --prompts-per-concurrency 2 --out "$results/bench-tp4-$gpu.json" --logdir "$logs/bench"
 nvidia-smi --query-gpu=index,memory.used --format=csv

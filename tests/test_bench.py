@@ -1,4 +1,4 @@
-"""benchmarks/bench.py: its pieces and a reduced live sweep on this CPU (its committed results: test_committed_results.py)."""
+"""lab/bench.py: its pieces and a reduced live sweep on this CPU (its committed results: test_committed_results.py)."""
 
 import asyncio
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench
+from lab import bench
 from tutorial import facts, teardown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", bench.VLLM_PORT))
         s.listen()
-        p = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--smoke", "--servers", "vllm", "--out", str(out)],
+        p = subprocess.run([sys.executable, "-m", "lab", "run", "bench", "--smoke", "--servers", "vllm", "--out", str(out)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1
     assert f"port {bench.VLLM_PORT} is already taken" in p.stderr
@@ -65,7 +65,7 @@ def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
 
 def test_reduced_sweep_on_cpu_answers_every_request_and_leaves_nothing(tmp_path):
     out = tmp_path / "bench-cpu.json"
-    p = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--smoke", "--out", str(out), "--logdir", str(tmp_path)],
+    p = subprocess.run([sys.executable, "-m", "lab", "run", "bench", "--smoke", "--out", str(out), "--logdir", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     result = json.loads(out.read_text())

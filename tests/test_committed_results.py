@@ -12,11 +12,11 @@ import nbformat
 import pytest
 
 import capacity
-from benchmarks import bench_plot, cold_start
-from benchmarks.autoscaling_plot import plot
-from benchmarks.bench_plot import table
-from ci import notebook_results
-from ci.multinode import draw
+from lab import bench_plot, cold_start
+from lab.autoscaling import plot
+from tutorial.bench_table import table
+from lab import notebook_results
+from lab.multinode import draw
 from tutorial import facts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +61,7 @@ def test_multinode_run_spanned_both_nodes_and_the_planner_replays_it():
     assert (r["nodes"], r["placement_nodes"], r["answer_ok"]) == (2, 2, True)
     assert (r["tensor_parallel_size"], r["pipeline_parallel_size"]) == (1, 2)
     assert r["bench"]["failed"] == {"pp2-two-nodes": 0, "tp2-one-node": 0}
-    plan = capacity.plan(str(ROOT / "tests/fixtures/data/llama-3.1-70b-vocab49152.json"), "H200", tensor_parallel_size=1,
+    plan = capacity.plan(str(ROOT / "lab/shapes/llama-3.1-70b-vocab49152.json"), "H200", tensor_parallel_size=1,
                          pipeline_parallel_size=2, max_model_len=32768, weight_dtype="fp8")
     assert plan.kv_cache_tokens == r["planner_kv_tokens"]  # the command docs/two-nodes.md shows gives it
     assert r["node_loss"]["answered_after_loss"] == 0 and r["node_loss"]["app_status_at_end"] == "UNHEALTHY"
@@ -159,7 +159,7 @@ def test_table_has_a_row_per_model_and_concurrency():
 
 @pytest.mark.parametrize("case", VALIDATION["cases"], ids=lambda c: f"{c['model']}-{c['max_model_len']}")
 def test_replays_the_vllm_runs_within_5_percent(case):
-    model = case["model"] if case["model"] in capacity.MODELS else f"tests/fixtures/data/{case['model']}.json"
+    model = case["model"] if case["model"] in capacity.MODELS else f"lab/shapes/{case['model']}.json"
     p = capacity.plan(str(ROOT / model) if "/" in model else model, case["gpu"],
                       tensor_parallel_size=case["tensor_parallel_size"], max_model_len=case["max_model_len"],
                       gpu_memory_utilization=case["gpu_memory_utilization"],

@@ -1,4 +1,5 @@
-"""The GPU runner's pieces, checked without a GPU: the workflow, the wheelhouse, the scripts."""
+"""The GPU runner's pieces, checked without a GPU: the workflow, the wheelhouse, the scripts, and each GPU-only
+experiment of the lab in its smoke mode on the CPU (the same code path, the small model, the smallest sizes)."""
 
 import json
 import os
@@ -85,26 +86,27 @@ def test_leaves_out_what_the_runner_has():
 
 def test_gpu_scripts_are_valid_bash():
     for script in ["ci/gpu_setup.sh", "ci/gpu_notebook.sh", "ci/gpu_cleanup.sh", "ci/multinode.sh",
-                   "scripts/setup_venv.sh", "scripts/tutorial.sh", "scripts/test.sh", "tests/fixtures/prometheus.sh"]:
+                   "scripts/setup_venv.sh", "scripts/tutorial.sh", "scripts/test.sh", "lab/prometheus.sh"]:
         subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
 
 def test_gpu_only_scripts_call_the_benchmark_as_it_is_now():
-    # The GPU-only drivers never run in CI: a call to bench.sweep that no longer binds to its signature, or a
-    # benchmark choice the CLI no longer offers, must fail here instead of on a GPU node.
+    # A call to bench.sweep that no longer binds to its signature, or a benchmark choice the CLI no longer
+    # offers, fails here instead of on a GPU node.
     import ast
     import inspect
 
-    from benchmarks import bench
+    from lab import EXPERIMENTS, bench
 
     signature = inspect.signature(bench.sweep)
-    for path in sorted((ROOT / "ci").glob("*.py")):
+    for path in sorted((ROOT / "lab").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "bench.sweep":
                 signature.bind(*node.args, **{k.arg: None for k in node.keywords})  # TypeError when they drift
     for path in [*sorted((ROOT / "ci").glob("*.sh")), *sorted((ROOT / ".github/workflows").glob("*.yml"))]:
         text = path.read_text()
-        for call in re.findall(r"python -m benchmarks\.bench ((?:[^\n]|\\\n)*)", text):
+        assert set(re.findall(r"python -m lab run ([\w-]+)", text)) <= set(EXPERIMENTS), path.name
+        for call in re.findall(r"python -m lab run bench ((?:[^\n]|\\\n)*)", text):
             for option, choices in (("--ray-configs", bench.RAY_CONFIGS), ("--models", {*bench.MODELS, *bench.REHEARSALS})):
                 if m := re.search(rf"{option} ((?:[a-z0-9][\w-]* ?)+)", call):
                     assert set(m.group(1).split()) <= set(choices), (path.name, option, m.group(1))
@@ -114,7 +116,7 @@ def test_the_gpu_notebook_runner_and_the_start_up_reader_run_on_the_cpu(tmp_path
     # Their smoke mode is the small model on the CPU: the same script, nbmake run and results code as on a GPU node.
     import nbformat
 
-    from ci import notebook_results
+    from lab import notebook_results
 
     env = {**os.environ, "LLM_PROFILE": "cpu", "READY_TIMEOUT_S": "600", "RESULTS_DIR": str(tmp_path),
            "RESULTS_NAME": "smoke"}
@@ -124,10 +126,42 @@ def test_the_gpu_notebook_runner_and_the_start_up_reader_run_on_the_cpu(tmp_path
     assert set(notebook_results.FIELDS) <= set(result) and result["passed"] and result["shutdown_verified"]
     assert result["notebook_sha256"] == notebook_results.notebook_sha256(nbformat.read(ROOT / "notebook.ipynb", 4))
     assert "4" in result["answer"] and result["time_to_ready_s"] > 0
-    assert (tmp_path / "smoke.serve-run.log").exists() and not (ROOT / "notebook.gpu-run.ipynb").exists()
+    assert (tmp_path / "smoke.serve-run.log").exists() and not (ROOT / "notebook.lab-run.ipynb").exists()
     out = tmp_path / "cold-start.json"
-    read = subprocess.run([sys.executable, "-m", "benchmarks.cold_start", "--out", str(out), f"smoke={tmp_path / 'smoke.ipynb'}"],
+    read = subprocess.run([sys.executable, "-m", "lab", "run", "cold-start", "--out", str(out), f"smoke={tmp_path / 'smoke.ipynb'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert read.returncode == 0, read.stderr[-3000:]
     phases = json.loads(out.read_text())["runs"]["smoke"]
     assert abs(sum(phases["phases_s"].values()) - phases["total_s"]) < 0.5 and out.with_suffix(".png").exists()
+
+
+def lab_smoke(name: str, results: Path, *options: str, timeout: int = 900) -> None:
+    run = subprocess.run([sys.executable, "-m", "lab", "run", name, "--smoke", "--results", str(results), *options],
+                         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_the_planners_check_runs_on_the_cpu_and_reads_vllms_kv_cache(tmp_path):
+    lab_smoke("capacity", tmp_path)
+    (case,) = json.loads((tmp_path / "capacity-validation.json").read_text())["cases"]
+    assert case["model"] == "smollm2-135m" and case["vllm_kv_tokens"] > 0 and case["vllm_max_concurrency"] > 0
+
+
+def test_graph_capture_starts_its_engine_on_the_cpu_and_reads_its_log(tmp_path):
+    lab_smoke("graph-capture", tmp_path, "--logdir", str(tmp_path))
+    (run,) = json.loads((tmp_path / "graph-capture-cpu.json").read_text())["runs"]
+    assert run["returncode"] == 0 and run["generated"] == "GENERATED 16 tokens" and run["crash"] is None
+
+
+def test_the_two_node_run_spans_two_cpu_nodes_and_survives_losing_one(tmp_path):
+    from tutorial import teardown
+
+    lab_smoke("multinode", tmp_path, "--logdir", str(tmp_path / "logs"), timeout=1800)
+    result = json.loads((tmp_path / "multinode-cpu.json").read_text())
+    assert result["nodes"] == 2 and result["answer_ok"] and result["vllm_kv_tokens"] > 0
+    assert result["bench"]["failed"] == {"pp2-two-nodes": 0, "tp2-one-node": 0}
+    assert {r["config"] for r in result["bench"]["runs"]} == {"pp2-two-nodes", "tp2-one-node"}
+    assert {r["node_id"] for r in result["placement"]["replicas"]} <= set(result["placement"]["nodes"])
+    loss = result["node_loss"]  # the replica may sit on either node: what clients saw is recorded, not judged
+    assert loss["killed_processes"] > 0 and loss["requests_before"] > 0 and loss["app_status_at_end"]
+    assert (tmp_path / "multinode-cpu.png").exists() and teardown.leftovers() == []

@@ -12,7 +12,7 @@ import pytest
 from cmarkgfm.cmark import Options
 from nbconvert import HTMLExporter
 
-from ci import notebook_results
+from lab import notebook_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

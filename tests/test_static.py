@@ -286,7 +286,7 @@ def test_readme_matches_a_fresh_render():
 
 
 def test_docs_pages_match_a_fresh_render():
-    out = subprocess.run([sys.executable, "-m", "scripts.render_docs", "--check"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "lab", "render", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -328,7 +328,7 @@ def test_the_cells_write_the_facts_the_helpers_use():
 def test_importing_the_helpers_does_not_import_ray():
     """Ray reads RAY_AUTH_MODE once, when imported: a helper that imports it at the top would fix
     the mode before a test or a cell sets it (pytest imports every test module first)."""
-    code = ("import sys; import ci.multinode, benchmarks.bench, tutorial.placement, tutorial.preflight, tutorial.ready, "
+    code = ("import sys; import lab.multinode, lab.bench, tutorial.placement, tutorial.preflight, tutorial.ready, "
             "tutorial.autoscaling, tutorial.metrics, tutorial.teardown; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stdout + out.stderr

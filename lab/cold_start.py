@@ -4,9 +4,9 @@ The `serve run` cell streams Ray's and vLLM's log lines with their timestamps; t
 each start-up step marks where the step ends. The phases are the gaps between those marks, from
 the start of the `serve run` cell to the end of the readiness check.
 
-  python -m benchmarks.cold_start --out docs/results/cold-start-h100.json \\
+  python -m lab run cold-start --out docs/results/cold-start-h100.json \\
       before=OLD_EXECUTED.ipynb after=NEW_EXECUTED.ipynb        (writes the .png beside it)
-  python -m benchmarks.cold_start --merge --out docs/results/cold-start-h100.json later=EXECUTED.ipynb
+  python -m lab run cold-start --merge --out docs/results/cold-start-h100.json later=EXECUTED.ipynb
       [--imports IMPORTS.log]   (lines "import MODULE: SECONDS s", each import timed in a fresh python)
 """
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import nbformat
 
-from ci.notebook_results import launch_window, notebook_sha256, stream_text, time_to_ready
+from lab import RESULTS
+from lab.notebook_results import launch_window, notebook_sha256, stream_text, time_to_ready
 
 # (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
 # weights line of a run without workers, say) is merged into the next one.
@@ -111,13 +112,19 @@ def plot(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], results: Path) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="LABEL=EXECUTED.ipynb, with its results JSON beside it")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("runs", nargs="*", help="LABEL=EXECUTED.ipynb, with its results JSON beside it")
+    p.add_argument("--out", type=Path, help="results JSON (needed but with --smoke)")
+    p.add_argument("--smoke", action="store_true", help="read the committed CPU run into cold-start-smoke.json")
     p.add_argument("--merge", action="store_true", help="keep the runs already in --out, adding these after them")
     p.add_argument("--imports", type=Path, help="times of single imports in a fresh python on the same machine")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.runs = args.runs or [f"smoke={RESULTS / 'cpu-notebook.ipynb'}"]
+        args.out = args.out or results / "cold-start-smoke.json"
+    if not (args.runs and args.out):
+        p.error("give LABEL=EXECUTED.ipynb runs and --out")
     old = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {}
     runs = old.get("runs", {})
     meta = {}
@@ -141,6 +148,3 @@ def main(argv: list[str]) -> int:
     print(json.dumps(result, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

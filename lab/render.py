@@ -1,0 +1,290 @@
+"""Regenerate the report pages in docs/ from the results files; --check only reports a difference.
+
+  python -m lab render          write the report pages in docs/ (PAGES below)
+  python -m lab render --check  exit 1 when a page differs from a fresh render
+
+Every figure on a page is printed from its results file, so a page cannot drift from the run it
+reports. The prose around the figures is in the page's template, lab/pages/NAME.md; each page
+function here reads the results and works out the figures its template prints.
+"""
+
+import builtins
+import json
+from pathlib import Path
+
+import jinja2
+
+import capacity
+from lab import cold_start
+from tutorial.bench_table import table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+DOCS = ROOT / "docs"
+BANNER = "<!-- Generated from {source} by lab/render.py and its templates in lab/pages/; do not edit by hand. Rerun: python -m lab render -->\n\n"
+# Why each variable of the high-throughput mode (the notebook's launch, tutorial/facts.py) is there.
+MODE_REASONS = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "HAProxy replaces Serve's Python HTTP proxy; direct streaming needs it.",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "gRPC between replicas, user code on the replica's own event loop, "
+                                      "buffered request logs.",
+    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "the `LLMServer` replica becomes the HTTP ingress, so no token passes "
+                                             "through an `OpenAiIngress` replica. It serves one model per application.",
+    "RAY_SERVE_HAPROXY_MAXCONN": "HAProxy asks for about 2.5 file descriptors per allowed connection; its default of "
+                                 "20,000 connections failed to start on a machine limited to 20,000 open files.",
+}
+
+
+# The prose of each page is a template, lab/pages/NAME.md, its figures filled in from the results: a
+# figure's format is Python's (`{{ x | f(".2f") }}`), and Python's builtins are there too.
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"), keep_trailing_newline=True,
+                               undefined=jinja2.StrictUndefined, autoescape=False)
+TEMPLATES.filters["f"] = format
+TEMPLATES.globals.update(vars(builtins))
+
+
+def page(template: str, figures: dict) -> str:
+    """The template's prose with the page function's figures (its local variables) and this module's
+    helpers filled in."""
+    return TEMPLATES.get_template(template).render({**globals(), **figures}).removesuffix("\n")
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def _runs(bench: dict) -> dict:
+    return {(r["model"], r["config"], r["concurrency"]): r for r in bench["runs"]}
+
+
+def _ratio(runs: dict, model: str, config: str, c: int) -> float:
+    return runs[model, config, c]["output_throughput"] / runs[model, "vllm", c]["output_throughput"]
+
+
+def _server(bench: dict, config: str) -> dict:
+    """The one server entry of a benchmark run that deployed `config`."""
+    (server,) = [s for s in bench["servers"] if s["config"] == config]
+    return server
+
+
+def stream_section(stream: dict) -> str:
+    """The tutorial's deployment with stream_batching_interval_ms 0 against vLLM, and the 50 ms levels beside it."""
+    runs = _runs(stream)
+    levels = stream["load"]["concurrency"]
+    server = _server(stream, "stream-0")
+    fifty = {r["concurrency"]: r for r in stream["interval_50"]["runs"]}
+    rows = []
+    for c in levels:
+        vllm, zero, at50 = runs["8b", "vllm", c], runs["8b", "stream-0", c], fifty.get(c)
+        rows.append(f"| {c} | {vllm['output_throughput']:.0f} | {zero['output_throughput'] / vllm['output_throughput']:.2f} | "
+                    + (f"{at50['output_throughput'] / vllm['output_throughput']:.2f}" if at50 else "-")
+                    + f" | {vllm['median_ttft_ms']:.1f} | {zero['median_ttft_ms']:.1f} | "
+                    + (f"{at50['median_ttft_ms']:.1f}" if at50 else "-") + " |")
+    one = levels[0]
+    gap0 = runs["8b", "stream-0", one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
+    gap50 = fifty[one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
+    worst = min(levels, key=lambda c: _ratio(runs, "8b", "stream-0", c))
+    tpot = {k: runs["8b", k, 64]["median_tpot_ms"] for k in ("vllm", "stream-0")}
+    stalled = stream["interval_50"]["stalled_at_concurrency"]
+    return page("bench-stream.md", locals())
+
+
+def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict) -> str:
+    runs, load = _runs(bench), bench["load"]
+    levels = load["concurrency"]
+    server = _server(bench, "tutorial")
+    ratios = {c: _ratio(runs, "8b", "tutorial", c) for c in levels}
+    met = [c for c in levels if ratios[c] >= 0.95]
+    missed = [c for c in levels if ratios[c] < 0.95]
+    one, top = levels[0], levels[-1]
+    ttft_gap = runs["8b", "tutorial", one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
+    at_top = {k: runs["8b", k, top] for k in ("vllm", "tutorial")}
+    capped = _runs(cap32)
+    capped_server = _server(cap32, "tutorial")
+    capped_text = ", ".join(f"{_ratio(capped, '8b', 'tutorial', c):.2f}x at {c}" for c in levels[-2:])
+    even = _runs(cap256)
+    even_top = {k: even["8b", k, top] for k in ("vllm", "tutorial")}
+    even_server = _server(cap256, "tutorial")
+    mode_runs = _runs(modes)
+    ttft_default = mode_runs["smollm2", "default", 1]["median_ttft_ms"] - mode_runs["smollm2", "vllm", 1]["median_ttft_ms"]
+    default_small = {c: _ratio(mode_runs, "smollm2", "default", c) for c in levels}
+    tuned_small = {c: _ratio(mode_runs, "smollm2", "tuned", c) for c in levels}
+    ref = modes["reference_8b_default"]
+    ref_text = ", ".join(f"{r['output_throughput_ray'] / r['output_throughput_vllm']:.2f}x at {r['concurrency']}"
+                         for r in ref["runs"])
+    ref_ttft = ref["runs"][0]["median_ttft_ms_ray"] - ref["runs"][0]["median_ttft_ms_vllm"]
+    env = "\n".join(f"export {k}={v}" for k, v in bench["ray_configs"]["tutorial"].items())
+    reasons = "\n".join(f"- `{k}={v}`: {MODE_REASONS[k]}" for k, v in bench["ray_configs"]["tutorial"].items())
+    deployments_text = " and ".join(f"`{d}`" for d in server['mode']['deployments'])
+    met_ratios = ", ".join(f"{ratios[c]:.2f}x" for c in met)
+    missed_ratios = ", ".join(f"{ratios[c]:.2f}x at {c} clients" for c in missed) or "nothing"
+    return page("benchmark.md", locals())
+
+
+def reliability_page(rel: dict) -> str:
+    # One table row each: the message on one line, at most 100 characters.
+    bad = "\n".join(f"| {b['input']} | {b['status']} | {' '.join(b['message'].split())[:100].replace('|', '/')} |"
+                    for b in rel["bad_inputs"])
+    faults = "\n".join(
+        f"| {f['fault']} | {f['recovery_s']} s | {f['failed_during']} of {f['requests_during']} "
+        f"({', '.join(f'{n} x {s}' for s, n in f['failed_during_by_status'].items()) or 'none'}) | "
+        f"{f['succeeded_after_recovery']} of 5 |" for f in rel["faults"])
+    load, stream, prom = rel["load"], rel["stream_disconnect"], rel["prometheus"]
+    recovery = sorted(f["recovery_s"] for f in rel["faults"])
+    return page("reliability.md", locals())
+
+
+def security_page(sec: dict) -> str:
+    def shown(v) -> str:
+        return f"`{v}`" if isinstance(v, int) else str(v)
+
+    ports = "\n".join(f"| {port} | {s['process']} | {shown(s['GET /'])} | {shown(s.get('chat', ''))} |"
+                       for port, s in sec["outside_address"].items())
+    abuse = "\n".join(f"| {a['case']} | {a['status'] if isinstance(a['status'], int) else json.dumps(a['status'])} | "
+                       f"{'yes' if a['alive_after'] else '**no**'} |" for a in sec["abuse"])
+    answering = [p for p, s in sec["outside_address"].items() if isinstance(s["GET /"], int) and s["GET /"] != 401]
+    guarded = [p for p, s in sec["outside_address"].items() if s["GET /"] == 401]
+    idle, slow, killed, token = sec["idle_connections"], sec["slow_client"], sec["haproxy_killed"], sec["token_files"]
+    stranger_spared = 'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'
+    port_8000_while_held = "still answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
+    return page("security.md", locals())
+
+
+def _case_row(c: dict) -> str:
+    mode = "eager" if c["enforce_eager"] else "compiled"
+    return (f"| {c['tensor_parallel_size']} x {c['gpu']}, {c['weight_dtype']} weights, {c['max_model_len']:,} tokens, {mode} | "
+            f"{c['vllm_kv_tokens']:,} tokens ({c['vllm_max_concurrency']:g}x) | {c['planner_kv_tokens']:,} | "
+            f"{c['error_pct']:+.2f}% |")
+
+
+def _ttft_row(runs: dict, c: int) -> str:
+    ray, vllm = runs["70b", "tutorial", c], runs["70b", "vllm", c]
+    return (f"| {c} | {vllm['output_throughput']:.0f} | {ray['output_throughput']:.0f} | "
+            f"{ray['output_throughput'] / vllm['output_throughput']:.3f} | {vllm['median_ttft_ms']:.1f} / "
+            f"{ray['median_ttft_ms']:.1f} ({ray['median_ttft_ms'] / vllm['median_ttft_ms'] - 1:+.0%}) | "
+            f"{vllm['median_tpot_ms']:.1f} / {ray['median_tpot_ms']:.1f} |")
+
+
+def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200: dict, h100: dict, bench: dict) -> str:
+    up = h200["startup_s"]
+    shape = [c for c in validation["cases"] if c["model"] == "llama-3.1-70b-vocab49152"]
+    (compiled,) = [c for c in shape if c["tensor_parallel_size"] == 4 and not c["enforce_eager"]]
+    mem = compiled["vllm_memory_per_gpu"]
+    plan = capacity.plan(str(ROOT / "lab/shapes/llama-3.1-70b-vocab49152.json"), compiled["gpu"],
+                         tensor_parallel_size=4, max_model_len=compiled["max_model_len"])
+    a100 = capacity.plan("llama-3.1-70b", "A100-40G", tensor_parallel_size=8, max_model_len=32768)
+    runs4 = _runs(bench4)
+    levels = bench4["load"]["concurrency"]
+    ratios = [_ratio(runs4, "70b", "tutorial", c) for c in levels]
+    settings = tp4["engine_settings"]
+    kv_gib = next(line.split("Available KV cache memory: ")[1].split()[0] for line in tp4["engine"]
+                  if "Available KV cache memory" in line)
+    small = graphs["runs"]
+    runs = bench["runs"]
+    small_graphs = "; ".join(f"tensor parallel {r['tensor_parallel_size']}, {r['weights']}: `{r['graphs_captured']}`" for r in small)
+    tp4_graph_line = next(l for l in tp4['engine'] if 'Graph capturing finished' in l).split('] ')[-1]
+    case_rows = chr(10).join(_case_row(c) for c in shape)
+    closed_gaps = " ".join(c["closed_gap"] for c in shape if c.get("closed_gap"))
+    bench4_completed = sum(r['completed'] for r in bench4['runs'])
+    bench4_failed = sum(r['failed'] for r in bench4['runs'])
+    ttft_rows = chr(10).join(_ttft_row(runs4, c) for c in levels)
+    tp2_failed = sum(r['failed'] for r in runs)
+    return page("rehearsal.md", locals())
+
+
+def _phase_table(runs: dict) -> str:
+    """A column per run, a row per phase; a step whose log line a run lacks is counted in the next phase: "-"."""
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{r['phases_s'][name]:.1f}" if name in r["phases_s"] else "-"
+                                                  for r in runs.values()) + " |" for name in cold_start.phase_names(runs))
+    totals = " | ".join(f"**{r['total_s']:.1f}**" for r in runs.values())
+    return (f"| phase | {' | '.join(runs)} |\n|---|{'---|' * len(runs)}\n{rows}\n"
+            f"| **from `serve run` to the first answer** | {totals} |")
+
+
+def startup_page(cold: dict, cpu: dict) -> str:
+    runs = cold["runs"]
+    (before, first, second, _, now_first, now) = runs.values()
+    cpu_before, cpu_now = cpu["runs"].values()
+    engine = "profile, KV cache, compile, CUDA graphs"
+    replica = "replica starts, imports vLLM, engine process"
+    imports = cold["python_import_s"]
+    import_text = ", ".join(f"`{m}` {t:.0f} s" for m, t in imports.items())
+    fastest = min(now_first["total_s"], now["total_s"])
+    within_60_s = ("A start within 60 s: reached in this run." if cpu_now['total_s'] <= 60 else
+              "**Not reached in this run**: a start within 60 s.")
+    drift_note = ("compare runs made back to back, as these two were." if cpu_before['date'] == cpu_now['date'] else
+              f"these two ran on different days ({cpu_before['date']} and {cpu_now['date']}), so the difference mixes "
+              "the changes with that drift.")
+    return page("startup.md", locals())
+
+
+def _autoscaling_run(r: dict, clients_note: str) -> str:
+    per_replica = " and ".join(f"{n:,}" for n in sorted(r["requests_per_replica"].values(), reverse=True))
+    load = r["load"]
+    return (f"{r['device']}, `{r['profile']}` profile (`target_ongoing_requests` {r['target_ongoing_requests']:g}, "
+            f"`max_ongoing_requests` {r['max_ongoing_requests']}, up to {r['max_replicas']} replicas, upscale after "
+            f"{r['upscale_delay_s']:g} s, downscale after {r['downscale_delay_s']:g} s), {load['clients']} clients "
+            f"{clients_note}, {r['date']}: the second replica was serving {r['scale_up_s']} s after the load began, and "
+            f"the deployment was back to one replica {r['scale_down_s']} s after the load dropped. All "
+            f"{load['requests']:,} requests completed: {load['failed']} failed and {load['broken_streams']} streams "
+            f"ended without `[DONE]`; the replicas answered {per_replica} of them.")
+
+
+def scaling_page(cpu: dict, gpu: dict) -> str:
+    return page("scaling.md", locals())
+
+
+def two_nodes_page(m: dict) -> str:
+    runs = {(x["config"], x["concurrency"]): x for x in m["bench"]["runs"]}
+    levels = m["bench"]["load"]["concurrency"]
+    rows = []
+    for c in levels:
+        pp, tp = runs["pp2-two-nodes", c], runs["tp2-one-node", c]
+        rows.append(f"| {c} | {pp['output_throughput']:.0f} | {tp['output_throughput']:.0f} | "
+                    f"{pp['output_throughput'] / tp['output_throughput']:.2f}x | {pp['median_ttft_ms']:.0f} / "
+                    f"{tp['median_ttft_ms']:.0f} | {pp['median_tpot_ms']:.0f} / {tp['median_tpot_ms']:.0f} |")
+    ratios = {c: runs["pp2-two-nodes", c]["output_throughput"] / runs["tp2-one-node", c]["output_throughput"] for c in levels}
+    requests = sum(x["prompts"] for x in m["bench"]["runs"] if x["config"] == "pp2-two-nodes")
+    loss = m["node_loss"]
+    command = (f"python capacity.py --model lab/shapes/llama-3.1-70b-vocab49152.json --gpu H200 "
+               f"--tensor-parallel-size {m['tensor_parallel_size']} --pipeline-parallel-size {m['pipeline_parallel_size']} "
+               f"--max-model-len {m['max_model_len']} --weight-dtype fp8")
+    return page("two-nodes.md", locals())
+
+
+PAGES = {
+    "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json "
+                     "and bench-stream-h100.json",
+                     lambda: benchmark_page(_load("bench-h100.json"), _load("bench-cap32-h100.json"),
+                                            _load("bench-cap256-h100.json"), _load("bench-modes-h100.json"),
+                                            _load("bench-stream-h100.json"))),
+    "startup.md": ("docs/results/cold-start-h100.json and cold-start-cpu.json",
+                   lambda: startup_page(_load("cold-start-h100.json"), _load("cold-start-cpu.json"))),
+    "scaling.md": ("docs/results/autoscaling-cpu.json and autoscaling-h200x2.json",
+                   lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),
+    "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
+    "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
+    "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),
+    "rehearsal.md": ("docs/results/tp4-h200x4.json, graph-capture-h200x4.json, bench-tp4-h200x4.json, "
+                     "capacity-validation.json, tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
+                     lambda: rehearsal_page(_load("tp4-h200x4.json"), _load("graph-capture-h200x4.json"),
+                                            _load("bench-tp4-h200x4.json"), _load("capacity-validation.json"),
+                                            _load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
+                                            _load("bench-tp2-h200x2.json"))),
+}
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, (source, render) in PAGES.items():
+        text = BANNER.format(source=source) + render()
+        path = DOCS / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(ROOT)}")
+    for name in stale:
+        print(f"docs/{name} is out of date: run python -m lab render")
+    return 1 if stale else 0
+
