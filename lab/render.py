@@ -202,7 +202,7 @@ def _phase_table(runs: dict) -> str:
 
 def startup_page(cold: dict, cpu: dict) -> str:
     runs = cold["runs"]
-    (before, first, second, _, now_first, now) = runs.values()
+    (before, first, second, _, now_first, now, *latest) = runs.values()
     cpu_before, cpu_now = cpu["runs"].values()
     engine = "profile, KV cache, compile, CUDA graphs"
     replica = "replica starts, imports vLLM, engine process"
