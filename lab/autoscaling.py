@@ -34,6 +34,7 @@ CHAT = f"{ready.BASE_URL}/v1/chat/completions"
 MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
 SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
+HOLD_S = 120  # how much longer the load stays on, at most, until the new replica has served
 
 
 class Load:
@@ -106,10 +107,16 @@ def wait_for(want: int, deadline_s: float, load: Load, timeline: list, t0: float
     return None
 
 
-def hold(seconds: float, load: Load, timeline: list, t0: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def hold(seconds: float, load: Load, timeline: list, t0: float) -> dict:
+    """Keep the load on for `seconds`, and on until both replicas have served (at most HOLD_S more);
+    the requests each replica finished, read before scale-down takes a replica and its counters away."""
+    start = time.monotonic()
+    while True:
         sample(load, timeline, t0)
+        served = requests_per_replica()
+        waited = time.monotonic() - start
+        if waited >= seconds and len([n for n in served.values() if n > 0]) >= 2 or waited >= seconds + HOLD_S:
+            return served
         time.sleep(2)
 
 
@@ -133,8 +140,7 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
         load_start_s = round(time.monotonic() - t0, 1)
         stops = load.start(clients)
         scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
-        hold(10 if smoke else 30, load, timeline, t0)  # more on two replicas, so the new one serves
-        per_replica = requests_per_replica()  # before scale-down takes a replica and its counters away
+        per_replica = hold(10 if smoke else 30, load, timeline, t0) if scale_up_s is not None else {}
         for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
             stop.set()
         load_stop_s = round(time.monotonic() - t0, 1)
@@ -212,7 +218,7 @@ def draw(path: Path) -> None:
 
 def main(argv: list[str], results: Path) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="hold two replicas 10 s instead of 30")
+    p.add_argument("--smoke", action="store_true", help="hold two replicas 10 s instead of 30 (and until both have served)")
     p.add_argument("--profile", default="cpu-autoscale", help="LLM_PROFILE of the run (gpu: one replica per GPU)")
     args = p.parse_args(argv)
     out = results / results_name(args.profile)

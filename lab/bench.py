@@ -6,9 +6,8 @@ deployment once per Ray config (lab/bench_app.py), drives each with vLLM's own l
 before the next starts. Results are written only when every server came up and every request
 succeeded; otherwise it says what failed, tears everything down and exits 1.
 
-  python -m lab.bench                       the H100 sweep: smollm2 and the 8B shape
-  python -m lab.bench --smoke               a reduced sweep on CPU (LLM_PROFILE=cpu)
-(from the repository root, as every `python -m <folder>.<name>`)
+  python -m lab run bench --record         the H100 sweep: smollm2 and the 8B shape (bench-h100.json)
+  python -m lab run bench --smoke          a reduced sweep on CPU (LLM_PROFILE=cpu)
 """
 
 import argparse

@@ -11,12 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 STYLE = {"vllm": ("black", "-", "o"), "default": ("tab:red", "--", "s"), "tuned": ("tab:blue", "-", "^"),
          "tutorial": ("tab:blue", "-", "^"), "python-proxy": ("tab:red", "--", "s"),
          "stream-0": ("tab:orange", "-.", "v"), "tp2-one-node": ("tab:red", "--", "s"),
-         "pp2-two-nodes": ("tab:green", "-", "D")}
+         "tp4-one-node": ("tab:red", "--", "s"), "pp2-two-nodes": ("tab:green", "-", "D")}
 # One name per mode across the results files ("tuned" and "default" are the older files' names).
 LABELS = {"vllm": "vllm serve", "tutorial": "Ray Serve LLM, as the tutorial deploys it",
           "tuned": "Ray Serve LLM, as the tutorial deploys it", "python-proxy": "Ray Serve LLM, Ray's default mode",
           "default": "Ray Serve LLM, Ray's default mode", "stream-0": "Ray's default mode, every chunk sent at once",
-          "tp2-one-node": "tensor parallel 2, one node", "pp2-two-nodes": "pipeline parallel 2, two nodes"}
+          "tp2-one-node": "tensor parallel 2, one node", "tp4-one-node": "tensor parallel 4, one node",
+          "pp2-two-nodes": "pipeline parallel 2, two nodes"}
 # The shapes with random weights say so: their speed is the real model's, their text is noise.
 MODELS = {"smollm2": "SmolLM2-135M", "8b": "Llama 3.1 8B's shape, random weights",
           "70b": "Llama 3.1 70B's shape, bf16, random weights", "70b-fp8": "Llama 3.1 70B's shape, fp8, random weights"}

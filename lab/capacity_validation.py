@@ -1,6 +1,8 @@
 """Start vLLM for each case, read the KV cache size it logs, and set it beside capacity.py's.
 
-Runs on a GPU node with vLLM installed (python -m lab.capacity_validation, from the repository root); writes docs/results/capacity-validation.json (or --out).
+  python -m lab run capacity --record         on a GPU node: capacity-validation.json (--tp2, --tp4: the 70B's shape)
+  python -m lab run capacity --smoke          SmolLM2 on the CPU: vLLM's own figures, no planner
+
 Each case is its own process: vLLM sizes its KV cache once, at engine start.
 """
 

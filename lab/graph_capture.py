@@ -6,7 +6,8 @@ cannot really use multicast that kernel faults while graphs are captured. This r
 node reports (multicast support, the fusion vLLM would turn on by default) without running the
 default, which would create multicast objects, and runs the variants that avoid the fusion.
 
-  python -m lab.graph_capture --out docs/results/graph-capture-h100x4.json   (a GPU node of 4)
+  python -m lab run graph-capture --record     on a GPU node of 4: graph-capture-<gpu>x4.json
+  python -m lab run graph-capture --smoke      the small shape on the CPU, eager: the engine starts and generates
 """
 
 import argparse

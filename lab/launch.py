@@ -58,20 +58,33 @@ def _gpus(devices: str) -> list[str]:
     return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
 
 
+class DeploymentError(RuntimeError):
+    pass
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+    return "\n".join(text[-lines:])
+
+
+def _gpus(devices: str) -> list[str]:
+    return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
+
+
 def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tuple[Node, ...] = (),
           preflight: bool = False) -> list[tuple[list[str], dict]]:
     """(argv, extra environment) of each launch command, in order, run from the repository root;
     with `preflight`, the tutorial's preflight runs once every node has joined."""
     on_head = {} if head_gpus is None else {"CUDA_VISIBLE_DEVICES": head_gpus}
     gpus = [] if head_gpus is None else _gpus(head_gpus)
-    steps = [
+    commands = [
         (["ray", "get-auth-token", "--generate"], {}),
         (["setsid", "--wait", "ray", "start", "--head", "--num-cpus", str(num_cpus), *gpus,
           "--metrics-export-port", str(METRICS_PORT)], on_head),
         ([sys.executable, "-m", "tutorial.teardown", "--remember"], {}),
     ]
     for node in workers:
-        steps += [
+        commands += [
             (["setsid", "--wait", "ray", "start", "--address", f"127.0.0.1:{RAY_PORT}", "--num-cpus", str(node.num_cpus),
               *_gpus(node.gpus), "--temp-dir", node.temp_dir,
               "--dashboard-agent-listen-port", str(node.agent_port), "--node-manager-port", str(node.node_manager_port)],
@@ -79,14 +92,14 @@ def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tup
             ([sys.executable, "-m", "tutorial.teardown", "--remember", str(node.node_manager_port)], {}),
         ]
     if preflight:
-        steps.append(([sys.executable, "-m", "tutorial.preflight"], {}))
+        commands.append(([sys.executable, "-m", "tutorial.preflight"], {}))
     # One HTTP proxy when several nodes share a host: each would bind port 8000.
     proxy = ["--proxy-location", "HeadOnly"] if workers else []
-    steps += [
+    commands += [
         (["serve", "start", "--http-host", HTTP_HOST, *proxy], {}),
         (["serve", "run", target, "--non-blocking"], {}),
     ]
-    return steps
+    return commands
 
 
 class Deployment:
