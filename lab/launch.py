@@ -58,18 +58,6 @@ def _gpus(devices: str) -> list[str]:
     return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
 
 
-class DeploymentError(RuntimeError):
-    pass
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
-    return "\n".join(text[-lines:])
-
-
-def _gpus(devices: str) -> list[str]:
-    return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
-
 
 def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tuple[Node, ...] = (),
           preflight: bool = False) -> list[tuple[list[str], dict]]:
