@@ -58,7 +58,6 @@ def _gpus(devices: str) -> list[str]:
     return ["--num-gpus", str(len(devices.split(",")) if devices else 0)]
 
 
-
 def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tuple[Node, ...] = (),
           preflight: bool = False) -> list[tuple[list[str], dict]]:
     """(argv, extra environment) of each launch command, in order, run from the repository root;
