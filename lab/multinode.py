@@ -162,7 +162,7 @@ def two_nodes(profile: str, gpus_per_node: int, smoke: bool, logdir: Path) -> di
     with launch.Deployment("serve_llama_3_1_70b:app", {}, logdir / "two-nodes.log", ready_s=900, num_cpus=8,
                            head_gpus=head, workers=(worker,), preflight=True):
         found = measure(profile, smoke, logdir)
-        # Kept at each step: a run cut short (a lost machine, a spent lease) leaves what it measured.
+        # Kept at each step: a run cut short (a lost machine, a time limit) leaves what it measured.
         (logdir / "two-nodes.json").write_text(json.dumps(found, indent=2) + "\n")
         found["node_loss"] = lose_worker_node(smoke)
         print(f"node loss: {json.dumps(found['node_loss'])}", flush=True)
