@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import threading
 import time
 from importlib import metadata
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import matplotlib
 
-from lab import probes
+from lab import cold_start, probes
 from lab.launch import Deployment
 from tutorial import autoscaling, gpus, ready
 from tutorial.facts import MODEL_ID
@@ -124,6 +125,37 @@ def requests_per_replica() -> dict:
     """Requests each engine replica finished so far, from vLLM's counter in Ray's metrics (the
     high-throughput mode writes no per-request lines to the replica logs)."""
     return {replica: int(n) for replica, n in probes.per_replica("ray_vllm_request_success_total").items()}
+
+
+# The new replica's start, after the autoscaler's decision: (phase, the log line that ends it), in order.
+DECIDED = r"Upscaling Deployment\(name='LLMServer[^']*'.* from 1 to 2 replicas"
+START_MARKS = (
+    ("Serve places the replica; it starts and imports vLLM", r"Initializing a V1 LLM engine"),
+    ("workers start, weights load", r"Model loading took"),
+    ("profile, KV cache, compile, CUDA graphs", r"init engine \(profile, create kv cache, warmup model\) took"),
+    ("engine hands over to Serve", r"Started vLLM engine"),
+    ("Serve marks the replica running", r"Replica\(id='\w+', deployment='LLMServer[^']*'.* started successfully"),
+)
+
+
+def replica_start(logs: Path, answered: float | None) -> dict:
+    """From the autoscaler's decision to add the second engine replica to that replica's first answer
+    (`answered`, a wall-clock time), in phases read from Ray's logs of the session: Serve's controller
+    log for the decision, and every process's log for the engine's steps after it (the first replica
+    had started before)."""
+    lines = [cold_start.ANSI.sub("", line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
+             for line in f.read_text(errors="replace").splitlines()]
+    year = datetime.date.today().year
+    decided = min((t for line in lines if re.search(DECIDED, line) and (t := cold_start.line_time(line, year))),
+                  default=None)
+    if decided is None:
+        return {"decided": False}
+    after = [line for line in lines if (t := cold_start.line_time(line, year)) and t >= decided]
+    phases, last = cold_start.gaps(after, START_MARKS, decided)
+    if answered is not None:
+        phases["the new replica answers (Ray's metrics, sampled every 2 s)"] = round(answered - last.timestamp(), 1)
+    return {"decided": True, "total_s": round(sum(phases.values()), 1) if answered is not None else None,
+            "phases_s": phases}
 
 
 def run(profile: str, smoke: bool, log: Path) -> dict:

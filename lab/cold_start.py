@@ -61,17 +61,25 @@ def line_time(line: str, year: int) -> datetime.datetime | None:
     return None
 
 
+def gaps(lines: list[str], marks, start: datetime.datetime) -> tuple[dict, datetime.datetime]:
+    """{phase: seconds} from `start` to the earliest line of each of `marks` ((phase, pattern), in
+    order); a mark without a line, or whose line comes before the mark before it, merges into the next
+    phase. Also the last mark's time."""
+    out, last = {}, start
+    for name, pattern in marks:
+        hit = min((t for line in lines if re.search(pattern, line) and (t := line_time(line, start.year))), default=None)
+        if hit is not None and hit >= last:
+            out[name] = round((hit - last).total_seconds(), 1)
+            last = hit
+    return out, last
+
+
 def phases(nb) -> dict:
     """The start-up phases of one executed notebook, in seconds, and vLLM's own figures."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     launch, start, end = launch_window(code)
     lines = [ANSI.sub("", line) for line in stream_text(launch).splitlines()]
-    out, last = {}, start
-    for name, pattern in MARKS:
-        hit = next((t for line in lines if re.search(pattern, line) and (t := line_time(line, start.year))), None)
-        if hit is not None and hit >= last:
-            out[name] = round((hit - last).total_seconds(), 1)
-            last = hit
+    out, last = gaps(lines, MARKS, start)
     out["readiness check answers"] = round((end - last).total_seconds(), 1)
     text = "\n".join(lines)
     reported = {k: float(m.group(1)) for k, p in REPORTED.items() if (m := re.search(p, text))}

@@ -8,7 +8,7 @@ Face token, HAProxy's admin socket, what answers from another address, held conn
 One deployment serves every scenario, in order (the faults replace the replica the later ones use).
 Each scenario measures and returns its figures, and never judges them: tests/test_reliability.py
 holds each to its bar. A scenario that raises is kept as {"error": ...}. Writes reliability-cpu.json
-and security-cpu.json; --smoke sends fewer requests and trickles for less time. Needs Debian's
+and security-cpu.json; --smoke sends fewer requests. Needs Debian's
 Prometheus server (bash lab/prometheus.sh).
 """
 
@@ -39,7 +39,7 @@ import psutil
 
 from lab import ROOT, probes
 from lab.launch import Deployment
-from tutorial import access, facts, haproxy_files, metrics, ready, teardown
+from tutorial import access, facts, haproxy_files, haproxy_guard, metrics, ready, teardown
 from tutorial.facts import MODEL_ID
 
 URL = ready.BASE_URL
@@ -461,29 +461,38 @@ def outside_address(run: Run) -> dict:
     listening = {c.laddr.port: ours[c.pid].name() for c in psutil.net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN and c.pid in ours}
     seen = {port: {"process": name, **knock(port)} for port, name in sorted(listening.items())}
-    # What answers 200 must be metrics (Ray's exporters, HAProxy's statistics and metrics: Ray binds them on
-    # every interface with no setting; the notebook says so).
+    # What answers 200 must be metrics: Ray's exporters, which Ray binds on every interface with no setting
+    # (the notebook says so).
     for port, s in seen.items():
         if s["GET /"] == 200:
             s["metrics_only"] = httpx.get(f"http://{OUTSIDE}:{port}/", timeout=5).text.startswith("# HELP")
     return {"outside_address": {str(port): s for port, s in seen.items()},
-            "must_refuse": [facts.HTTP_PORT, 8265, *replica_http_ports()]}
+            "must_refuse": [facts.HTTP_PORT, facts.DASHBOARD_PORT, *facts.HAPROXY_SIDE_DOORS, *replica_http_ports()]}
 
 
 def slow_client(run: Run) -> dict:
-    # One byte a second, never a whole request; valid requests meanwhile must be answered.
-    trickle_s = 10 if run.smoke else 30
+    # One byte a second, never a whole request; valid requests meanwhile must be answered, and HAProxy
+    # must answer the trickler 408 once its header deadline has passed.
+    trickle_s = haproxy_guard.HEADERS_S + 15
     with socket.create_connection(("127.0.0.1", facts.HTTP_PORT), timeout=5) as slow:
         start, answered = time.monotonic(), []
         for byte in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
-            if time.monotonic() - start > trickle_s:
-                break
-            slow.send(bytes([byte]))
+            if time.monotonic() - start > trickle_s or select.select([slow], [], [], 0)[0]:
+                break  # out of time, or HAProxy answered
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                break  # HAProxy closed it between the check and the send
             if len(answered) < 5:
                 answered.append(answers(run.client))
             time.sleep(1)
-        cut = bool(select.select([slow], [], [], 0)[0])  # HAProxy answered or closed it
-    return {"case": f"a client that trickles its headers for {trickle_s} s", "status": "still open" if not cut else "cut",
+        try:
+            reply = slow.recv(200) if select.select([slow], [], [], 5)[0] else None
+        except OSError:
+            reply = b""
+    status = "still open" if reply is None else int(reply.split()[1]) if reply.startswith(b"HTTP/") else "closed"
+    return {"case": "a client that trickles its headers, a byte a second", "status": status,
+            "header_deadline_s": haproxy_guard.HEADERS_S, "cut_after_s": round(time.monotonic() - start),
             "valid_requests_meanwhile": len(answered), "answered": sum(answered), "alive_after": answers(run.client)}
 
 
@@ -503,25 +512,37 @@ def haproxy_killed(run: Run) -> dict:
 
 
 def idle_connections(run: Run) -> dict:
+    """More idle connections to HAProxy's statistics and metrics ports than its global connection limit,
+    opened at once (non-blocking), held while port 8000 must still answer."""
     limit = int(facts.HIGH_THROUGHPUT_ENV["RAY_SERVE_HAPROXY_MAXCONN"])
     held: list[socket.socket] = []
     try:
-        start = time.monotonic()
-        while len(held) < limit + 100 and time.monotonic() - start < 120:
-            try:
-                held.append(socket.create_connection(("127.0.0.1", (8404, 9101)[len(held) % 2]), timeout=2))
-            except OSError:
-                break  # HAProxy accepts no more: the kernel's queue is full too
+        for i in range(limit + 100):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", facts.HAPROXY_SIDE_DOORS[i % 2]))
+            held.append(s)
+        time.sleep(3)  # handshakes done, or dropped once HAProxy's limits and the kernel's queues are full
+        established = sum(map(connected, held))
         try:
-            answered = httpx.get(f"{URL}/-/healthz", timeout=10).status_code == 200
+            healthz = httpx.get(f"{URL}/-/healthz", timeout=10).status_code == 200
         except httpx.HTTPError:
-            answered = False
+            healthz = False
+        answered = healthz and answers(run.client)
     finally:
         for s in held:
             s.close()
     recovered = poll(lambda: answers(run.client), 60, "an answer once the idle connections closed")
-    return {"limit": limit, "held": len(held), "port_8000_answered_while_held": answered,
-            "answered_after_release": recovered}
+    return {"limit": limit, "side_door_limit": haproxy_guard.SIDE_DOOR_MAXCONN, "attempted": len(held),
+            "established": established, "port_8000_answered_while_held": answered, "answered_after_release": recovered}
+
+
+def connected(s: socket.socket) -> bool:
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
 
 
 def stale_record(run: Run) -> dict:
@@ -632,7 +653,7 @@ def record(found: dict, results: Path) -> None:
 
 def main(argv: list[str], results: Path) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="16 clients instead of 32, a 10 s trickle instead of 30")
+    p.add_argument("--smoke", action="store_true", help="16 clients instead of 32, 32 requests instead of 128")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
     found = measure(args.smoke, work)

@@ -145,7 +145,7 @@ def security_page(sec: dict) -> str:
     guarded = [p for p, s in sec["outside_address"].items() if s["GET /"] == 401]
     idle, slow, killed, token = sec["idle_connections"], sec["slow_client"], sec["haproxy_killed"], sec["token_files"]
     stranger_spared = 'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'
-    port_8000_while_held = "still answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
+    port_8000_while_held = "answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
     return page("security.md", locals())
 
 

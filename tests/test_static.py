@@ -259,6 +259,25 @@ def test_rehearsal_profile_is_the_70b_shape_on_every_gpu(monkeypatch, tmp_path):
     assert (engine["tensor_parallel_size"], engine["pipeline_parallel_size"]) == (1, 2)
 
 
+def test_rehearsal_autoscale_profile_scales_two_gpu_replicas_by_the_70b_rule(monkeypatch, tmp_path):
+    import capacity
+    from tutorial import gpus, profiles
+
+    monkeypatch.setattr(gpus, "detect", lambda: [("NVIDIA H200", 143771)] * 4)
+    monkeypatch.setattr(profiles, "ROOT", tmp_path)
+    base = dict(model_loading_config=dict(model_id="m"), deployment_config=dict(autoscaling_config=dict(max_replicas=4)))
+    for profile, weights in (("rehearsal-autoscale", "bf16"), ("rehearsal-fp8-autoscale", "fp8")):
+        out = profiles.apply_profile(base, profile)
+        deployment, auto = out["deployment_config"], out["deployment_config"]["autoscaling_config"]
+        assert out["engine_kwargs"]["tensor_parallel_size"] == 2 and (auto["min_replicas"], auto["max_replicas"]) == (1, 2)
+        plan = capacity.plan(str(Path(out["model_loading_config"]["model_source"]) / "config.json"), "H200", 2,
+                             max_model_len=8192, weight_dtype=weights)
+        # Three quarters of the 8192-token requests one replica's KV cache holds; a new replica at half that.
+        assert deployment["max_ongoing_requests"] == plan.kv_cache_tokens // 8192 * 3 // 4 > 20
+        assert auto["target_ongoing_requests"] == deployment["max_ongoing_requests"] // 2
+        assert auto["upscale_delay_s"] == 15 and auto["downscale_delay_s"] == 60
+
+
 def test_service_yaml_names_the_app():
     service = yaml.safe_load((ROOT / "service.yaml").read_text())
     assert service["name"] == "deploy-llama-3-70b"

@@ -14,7 +14,7 @@ import os
 
 import psutil
 
-from tutorial.facts import HTTP_PORT
+from tutorial.facts import HAPROXY_SIDE_DOORS, HTTP_PORT
 
 KEY_ENV = "SERVE_API_KEY"
 _UNAUTHORIZED = json.dumps(
@@ -77,3 +77,5 @@ def listeners(port: int = HTTP_PORT) -> dict[str, str]:
 if __name__ == "__main__":
     print("listening on", ", ".join(f"{a} ({name})" for a, name in listeners().items()) or "nothing",
           "| API key check:", "on" if os.environ.get(KEY_ENV) else f"off ({KEY_ENV} not set)")
+    doors = {a: name for port in HAPROXY_SIDE_DOORS for a, name in listeners(port).items()}
+    print("HAProxy's statistics and metrics:", ", ".join(doors) or "not listening")

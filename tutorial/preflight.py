@@ -14,7 +14,7 @@ from pathlib import Path
 
 import capacity
 from tutorial import gpus, teardown
-from tutorial.facts import HTTP_PORT, METRICS_PORT, RAY_PORT
+from tutorial.facts import HAPROXY_SIDE_DOORS, HTTP_PORT, METRICS_PORT, RAY_PORT
 from tutorial.gpus import ray_gpu_type
 
 GIB = 1024**3
@@ -25,10 +25,9 @@ PLANNER_MODELS = {
     "unsloth/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
 }
-# HAProxy's statistics page and metrics take Ray's default ports (RAY_SERVE_HAPROXY_STATS_PORT,
-# RAY_SERVE_HAPROXY_METRICS_PORT); HAProxy does not start when either is taken.
+# HAProxy does not start when its statistics or metrics port is taken.
 PORTS = {HTTP_PORT: "Ray Serve's HTTP endpoint", RAY_PORT: "a Ray head node", METRICS_PORT: "Ray's metrics endpoint",
-         8404: "HAProxy's statistics page", 9101: "HAProxy's metrics"}
+         **dict(zip(HAPROXY_SIDE_DOORS, ("HAProxy's statistics page", "HAProxy's metrics")))}
 
 
 @dataclass

@@ -8,6 +8,7 @@ A100s and real weights:
   gpu             the 135M model on any GPU, 1 GiB of KV cache, one replica per GPU of this node
   rehearsal       the 70B's architecture with random weights (no download), sharded over all
   rehearsal-fp8   GPUs of this node; -fp8 stores the weights in fp8, half of bf16's memory
+  rehearsal(-fp8)-autoscale  the same on 2 GPUs a replica, up to as many replicas as the node holds
 REHEARSAL_MAX_MODEL_LEN shortens the rehearsal's context where the node is too small for 32768;
 REHEARSAL_PIPELINE_PARALLEL_SIZE and REHEARSAL_TENSOR_PARALLEL_SIZE shard it across nodes.
 """
@@ -18,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+import capacity
 from tutorial import gpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,14 +108,14 @@ def gpu() -> dict:
     )
 
 
-def rehearsal(weights: str = "bf16") -> dict:
+def rehearsal(weights: str = "bf16", gpus_per_replica: int | None = None) -> dict:
     accelerator_type, count = _node_gpu("rehearsal")
     model = shape_checkpoint(LLAMA_70B, ROOT / ".models" / f"llama-3.1-70b-rehearsal-{weights}",
                              **(FP8_CHECKPOINT if weights == "fp8" else {}))
     # Across nodes: the layers split into REHEARSAL_PIPELINE_PARALLEL_SIZE stages, one per node,
     # each sharded over REHEARSAL_TENSOR_PARALLEL_SIZE GPUs of its node.
     pipeline = int(os.environ.get("REHEARSAL_PIPELINE_PARALLEL_SIZE", 1))
-    tensor = int(os.environ.get("REHEARSAL_TENSOR_PARALLEL_SIZE", count // pipeline))
+    tensor = int(os.environ.get("REHEARSAL_TENSOR_PARALLEL_SIZE", (gpus_per_replica or count) // pipeline))
     return dict(
         model_source=str(model),
         accelerator_type=accelerator_type,
@@ -132,6 +134,27 @@ def rehearsal(weights: str = "bf16") -> dict:
     )
 
 
+def rehearsal_autoscale(weights: str = "bf16") -> dict:
+    """The rehearsal on 2 GPUs a replica (REHEARSAL_TENSOR_PARALLEL_SIZE changes it), as many replicas
+    as the node has GPUs for, with the 70B config's scaling rule applied to this replica's KV cache."""
+    out = rehearsal(weights, gpus_per_replica=2)
+    accelerator_type, count = _node_gpu("rehearsal-autoscale")
+    engine = out["engine_kwargs"]
+    plan = capacity.plan(str(Path(out["model_source"]) / "config.json"), accelerator_type,
+                         engine["tensor_parallel_size"], engine["pipeline_parallel_size"], max_model_len=8192,
+                         weight_dtype=weights)
+    # As in the 70B config (48 of the 62 requests of 8192 tokens its KV cache holds): about three
+    # quarters of them at once, and a new replica at half of that.
+    most = max(plan.kv_cache_tokens // 8192 * 3 // 4, 2)
+    out["max_ongoing_requests"] = most
+    out["autoscaling_config"] = dict(
+        min_replicas=1, max_replicas=count // (engine["tensor_parallel_size"] * engine["pipeline_parallel_size"]),
+        target_ongoing_requests=most // 2,
+        # The 70B's upscale delay; a minute instead of its 10 quiet minutes, so a run shows the way back too.
+        upscale_delay_s=15, downscale_delay_s=60)
+    return out
+
+
 # On Hopper at TP > 1, vLLM 0.26 compiles every all-reduce and the RMSNorm after it into one
 # FlashInfer kernel whose workspace is NVLink multicast memory (cuMulticastCreate), whatever
 # NCCL_NVLS_ENABLE says. Where the node cannot really use multicast (a VM's GPUs, say), that kernel
@@ -141,7 +164,8 @@ NO_MULTICAST_FUSION = dict(compilation_config=dict(pass_config=dict(fuse_allredu
 
 
 PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal": rehearsal,
-            "rehearsal-fp8": lambda: rehearsal("fp8")}
+            "rehearsal-fp8": lambda: rehearsal("fp8"), "rehearsal-autoscale": rehearsal_autoscale,
+            "rehearsal-fp8-autoscale": lambda: rehearsal_autoscale("fp8")}
 
 
 DEFAULT = "70b"  # the explicit name of "unset": the 70B config, unchanged
