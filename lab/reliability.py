@@ -451,7 +451,20 @@ def knock(port: int) -> dict:
     except httpx.ConnectError:
         return {"GET /": "refused"}
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException):
-        return {"GET /": "no HTTP answer"}  # gRPC, which the cluster token guards
+        return {"GET /": "no HTTP answer", "gRPC without the token": grpc_status(port)}
+
+
+def grpc_status(port: int) -> str:
+    """The status a gRPC call without Ray's token gets from `port`: Serve's replicas bind their gRPC
+    server to every interface ("[::]:0" in Ray's code) and rely on the token to refuse strangers."""
+    import grpc
+
+    with grpc.insecure_channel(f"{OUTSIDE}:{port}") as channel:
+        try:
+            channel.unary_unary("/ray.serve.ASGIService/HandleRequest")(b"", timeout=10)
+            return "OK"
+        except grpc.RpcError as e:
+            return e.code().name
 
 
 def outside_address(run: Run) -> dict:
@@ -461,13 +474,9 @@ def outside_address(run: Run) -> dict:
     listening = {c.laddr.port: ours[c.pid].name() for c in psutil.net_connections("tcp")
                  if c.status == psutil.CONN_LISTEN and c.pid in ours}
     seen = {port: {"process": name, **knock(port)} for port, name in sorted(listening.items())}
-    # What answers 200 must be metrics: Ray's exporters, which Ray binds on every interface with no setting
-    # (the notebook says so).
-    for port, s in seen.items():
-        if s["GET /"] == 200:
-            s["metrics_only"] = httpx.get(f"http://{OUTSIDE}:{port}/", timeout=5).text.startswith("# HELP")
     return {"outside_address": {str(port): s for port, s in seen.items()},
-            "must_refuse": [facts.HTTP_PORT, facts.DASHBOARD_PORT, *facts.HAPROXY_SIDE_DOORS, *replica_http_ports()]}
+            "must_refuse": [facts.HTTP_PORT, facts.DASHBOARD_PORT, facts.RAY_PORT, facts.METRICS_PORT,
+                            *facts.HAPROXY_SIDE_DOORS, *replica_http_ports()]}
 
 
 def slow_client(run: Run) -> dict:

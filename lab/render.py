@@ -137,12 +137,20 @@ def security_page(sec: dict) -> str:
     def shown(v) -> str:
         return f"`{v}`" if isinstance(v, int) else str(v)
 
-    ports = "\n".join(f"| {port} | {s['process']} | {shown(s['GET /'])} | {shown(s.get('chat', ''))} |"
+    ports = "\n".join(f"| {port} | {s['process']} | {shown(s['GET /'])} | "
+                       f"{shown(s.get('chat', ''))}{s.get('gRPC without the token', '')} |"
                        for port, s in sec["outside_address"].items())
     abuse = "\n".join(f"| {a['case']} | {a['status'] if isinstance(a['status'], int) else json.dumps(a['status'])} | "
                        f"{'yes' if a['alive_after'] else '**no**'} |" for a in sec["abuse"])
-    answering = [p for p, s in sec["outside_address"].items() if isinstance(s["GET /"], int) and s["GET /"] != 401]
-    guarded = [p for p, s in sec["outside_address"].items() if s["GET /"] == 401]
+    seen = sec["outside_address"]
+    answering = [p for p, s in seen.items() if s["GET /"] != "refused"]
+    grpc = [p for p in answering if seen[p].get("gRPC without the token") == "UNAUTHENTICATED"]
+    outside_summary = (f"{len(seen) - len(answering)} of the {len(seen)} refused the connection: they listen on loopback "
+                       f"only. " + (f"The {len(grpc)} that took it ({', '.join(grpc)}) are the replicas' gRPC servers, "
+                                    "which Serve binds to every interface in its code (`[::]:0`); a call without "
+                                    "Ray's token got `UNAUTHENTICATED`. " if grpc else "")
+                       + (f"**Also reachable: {', '.join(p for p in answering if p not in grpc)}.**"
+                          if len(grpc) < len(answering) else ""))
     idle, slow, killed, token = sec["idle_connections"], sec["slow_client"], sec["haproxy_killed"], sec["token_files"]
     stranger_spared = 'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'
     port_8000_while_held = "answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
@@ -226,7 +234,18 @@ def _autoscaling_run(r: dict, clients_note: str) -> str:
             f"{clients_note}, {r['date']}: the second replica was serving {r['scale_up_s']} s after the load began, and "
             f"the deployment was back to one replica {r['scale_down_s']} s after the load dropped. All "
             f"{load['requests']:,} requests completed: {load['failed']} failed and {load['broken_streams']} streams "
-            f"ended without `[DONE]`; the replicas answered {per_replica} of them.")
+            f"ended without `[DONE]`; the replicas answered {per_replica} of them.{_replica_start(r)}")
+
+
+def _replica_start(r: dict) -> str:
+    """The second replica's start, phase by phase, where the run recorded it."""
+    start = r.get("replica_start_s") or {}
+    if not start.get("phases_s"):
+        return ""
+    rows = "\n".join(f"| {name} | {s:g} |" for name, s in start["phases_s"].items())
+    total = f"{start['total_s']:g} s" if start.get("total_s") is not None else "no answer seen"
+    return (f"\n\nFrom the autoscaler's decision to the second replica's first answer, {total}:\n\n"
+            f"| phase | seconds |\n|---|---|\n{rows}")
 
 
 def scaling_page(cpu: dict, gpu: dict) -> str:

@@ -4,6 +4,8 @@ load and back to one, and no request is lost; its results file and plot are writ
 
 import json
 
+import pytest
+
 from lab import autoscaling
 from tutorial import teardown
 
@@ -18,4 +20,10 @@ def test_scales_out_under_load_and_back(tmp_path):
     assert result["load"]["failed"] == 0 and result["load"]["broken_streams"] == 0, result["load"]
     assert result["max_replicas_seen"] == 2 and result["final_replicas"] == 1
     assert len([n for n in result["requests_per_replica"].values() if n > 0]) >= 2  # both replicas served
+    # From the autoscaler's decision to the second replica's first answer, phase by phase, from Ray's logs.
+    start = result["replica_start_s"]
+    assert start["decided"] and "workers start, weights load" in start["phases_s"], start
+    assert 0 < start["total_s"] == pytest.approx(sum(start["phases_s"].values()), abs=0.5)
+    assert result["tensor_parallel_size"] == 1 and result["model"] == "SmolLM2-135M-Instruct"
+    assert any(point[5] for point in result["timeline"])  # median time to first chunk while loaded
     assert (tmp_path / "autoscaling-cpu.png").stat().st_size > 10_000

@@ -40,7 +40,7 @@ def test_the_launch_recipe_sets_the_notebooks_environment(monkeypatch, tmp_path)
     monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
     environ: dict = {}
     for cell in CODE[:[i for i, c in enumerate(CODE) if "ray get-auth-token" in c][0]]:
-        if re.search(r"os\.environ(\[.*\] =|\.update)", cell):
+        if re.search(r"os\.environ(\[.*\] =|\.update|\.setdefault)", cell):
             exec(cell, {"os": SimpleNamespace(environ=environ)})
     deployment = launch.Deployment("serve_llama_3_1_70b:app", {}, tmp_path / "log", ready_s=1)
     ours = {k: v for k, v in deployment.env.items() if k in launch.ENV or k in environ}

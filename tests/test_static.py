@@ -156,7 +156,19 @@ def test_the_notebook_puts_haproxys_files_where_only_the_reader_can_enter(tmp_pa
     ray_dir = Path(importlib.util.find_spec("ray").origin).parent
     constants = (ray_dir / "serve/_private/constants.py").read_text()
     for name in environ:
-        assert re.search(rf'os\.environ\.get\(\s*"{name}"', constants), name
+        assert re.search(rf'(os\.environ\.get|get_env_str)\(\s*"{name}"', constants), name
+    # The launcher Ray starts as HAProxy, which only this account can change, runs the guard.
+    launcher = Path(environ["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert launcher.stat().st_mode & 0o777 == 0o700 and "tutorial/haproxy_guard.py" in launcher.read_text()
+
+
+def test_ray_still_reads_its_single_machine_switch():
+    # The notebook keeps every Ray port on loopback with it; a renamed switch would open them without a word.
+    import importlib.util
+
+    ray_dir = Path(importlib.util.find_spec("ray").origin).parent
+    constants = (ray_dir / "_private/ray_constants.py").read_text()
+    assert 'ENABLE_RAY_CLUSTERS_ENV_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"' in constants
 
 
 def test_ray_still_reads_the_high_throughput_switches():
