@@ -18,6 +18,7 @@ import json
 import os
 import re
 import statistics
+import tempfile
 import threading
 import time
 from importlib import metadata
@@ -171,7 +172,8 @@ def replica_start(logs: Path, answered: float | None) -> dict:
     after = [line for line in lines if (t := cold_start.line_time(line, year)) and t >= decided]
     phases, last = cold_start.gaps(after, START_MARKS, decided)
     if answered is not None:
-        phases["the new replica answers (Ray's metrics, sampled every 2 s)"] = round(answered - last.timestamp(), 1)
+        # HAProxy's health checks put it in rotation; Ray exports the engine's counters every few seconds.
+        phases["HAProxy sends it requests; Ray's metrics show it answered"] = round(answered - last.timestamp(), 1)
     return {"decided": True, "total_s": round(sum(phases.values()), 1) if answered is not None else None,
             "phases_s": phases}
 
@@ -283,12 +285,12 @@ def plot(result: dict, out: Path) -> None:
             a.axvline(x, color="grey", linestyle="--")
         ax.annotate(label, (x, result["max_replicas"] + 0.25), xytext=(4, 0), textcoords="offset points", fontsize=8)
     up, down = (f"{s:.0f} s" if s is not None else "never" for s in (result["scale_up_s"], result["scale_down_s"]))
-    ax.set_title(f"{result['model']} on {result['device']}: scale-up {up}, "
+    ax.set_title(f"{result['model']} on {result['device']}\nscale-up {up}, "
                  f"scale-down {down}, {result['load']['requests']} requests, "
                  f"{result['load']['failed'] + result['load']['broken_streams']} lost", fontsize=9)
-    for a, b in ((ax, right), (low, low_right)):
+    for a, b, where in ((ax, right, "lower right"), (low, low_right, "upper right")):
         lines = a.get_legend_handles_labels()[0] + b.get_legend_handles_labels()[0]
-        a.legend(lines, [h.get_label() for h in lines], loc="lower right", fontsize=8)
+        a.legend(lines, [h.get_label() for h in lines], loc=where, fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110, metadata={"Software": None})  # no version stamp: regenerates byte for byte
     plt.close(fig)
@@ -304,7 +306,9 @@ def main(argv: list[str], results: Path) -> int:
     p.add_argument("--profile", default="cpu-autoscale", help="LLM_PROFILE of the run (gpu: one replica per GPU)")
     args = p.parse_args(argv)
     out = results / results_name(args.profile)
-    result = run(args.profile, args.smoke, results / "autoscaling-deployment.log")
+    log = Path(tempfile.mkdtemp(prefix="autoscaling-")) / "deployment.log"
+    print(f"autoscaling: the deployment's log is {log}")
+    result = run(args.profile, args.smoke, log)
     print(json.dumps({k: v for k, v in result.items() if k != "timeline"}, indent=1))
     out.write_text(json.dumps(result, indent=1) + "\n")
     draw(out)

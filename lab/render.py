@@ -10,12 +10,14 @@ function here reads the results and works out the figures its template prints.
 
 import builtins
 import json
+import statistics
 from pathlib import Path
 
 import jinja2
 
 import capacity
 from lab import cold_start
+from lab.autoscaling import tokens_per_s
 from tutorial.bench_table import table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,7 +250,19 @@ def _replica_start(r: dict) -> str:
             f"| phase | seconds |\n|---|---|\n{rows}")
 
 
-def scaling_page(cpu: dict, gpu: dict) -> str:
+def _steady(r: dict, start: float, end: float) -> dict:
+    """Median output tokens per second and time to first chunk of the timeline's samples in [start, end]."""
+    t = [p[0] for p in r["timeline"]]
+    rates = tokens_per_s(t, [p[4] for p in r["timeline"]])
+    inside = [(rate, p) for rate, p in zip(rates, r["timeline"]) if start <= p[0] <= end]
+    return {"tokens_per_s": statistics.median(rate for rate, _ in inside),
+            "ttft_s": statistics.median(p[5] for _, p in inside if p[5] is not None) / 1000}
+
+
+def scaling_page(cpu: dict, gpu: dict, gpu70: dict) -> str:
+    up = gpu70["load_start_s"] + gpu70["scale_up_s"]
+    one = _steady(gpu70, gpu70["load_start_s"] + 20, up)
+    two = _steady(gpu70, up + 20, gpu70["load_stop_s"])
     return page("scaling.md", locals())
 
 
@@ -278,8 +292,9 @@ PAGES = {
                                             _load("bench-stream-h100.json"))),
     "startup.md": ("docs/results/cold-start-h100.json and cold-start-cpu.json",
                    lambda: startup_page(_load("cold-start-h100.json"), _load("cold-start-cpu.json"))),
-    "scaling.md": ("docs/results/autoscaling-cpu.json and autoscaling-h200x2.json",
-                   lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"))),
+    "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json and autoscaling-70b-h200x2.json",
+                   lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"),
+                                        _load("autoscaling-70b-h200x2.json"))),
     "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
     "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),

@@ -32,22 +32,31 @@ RUN_FIELDS = ("model", "server", "config", "concurrency", "output_throughput", "
 MARKDOWN = "\n".join(c.source for c in NOTEBOOK.cells if c.cell_type == "markdown")
 
 
-@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
+@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2", "autoscaling-70b-h200x2"])
 def test_autoscaling_runs_scaled_out_and_back_without_a_failed_request(name):
     # docs/scaling.md prints the figures (a regenerate-and-diff test keeps it in step); the notebook links it.
     r = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     assert r["load"]["failed"] == r["load"]["broken_streams"] == 0
     assert r["max_replicas_seen"] == 2 and r["final_replicas"] == 1
-    assert "(docs/scaling.md)" in MARKDOWN and "(docs/results/autoscaling-cpu.png)" in MARKDOWN
+    assert "(docs/scaling.md)" in MARKDOWN and "(docs/results/autoscaling-70b-h200x2.png)" in MARKDOWN
 
 
-@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2"])
+def test_the_70b_shaped_replicas_scaled_with_their_start_measured():
+    r = json.loads((ROOT / "docs" / "results" / "autoscaling-70b-h200x2.json").read_text())
+    assert r["profile"].startswith("rehearsal") and "70B" in r["model"] and r["max_model_len"] == 32768
+    assert len([n for n in r["requests_per_replica"].values() if n > 0]) == 2
+    start = r["replica_start_s"]
+    assert start["decided"] and start["total_s"] == pytest.approx(sum(start["phases_s"].values()), abs=0.5)
+    assert "workers start, weights load" in start["phases_s"]
+
+
+@pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2", "autoscaling-70b-h200x2"])
 def test_autoscaling_plot_is_regenerated_from_its_results(tmp_path, name):
     plot(json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text()), tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes() == (ROOT / "docs" / "results" / f"{name}.png").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2", "tp4-h200x4"])
+@pytest.mark.parametrize("name", ["gpu-notebook-h200", "gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2", "tp4-h200x4"])
 def test_gpu_results_that_cover_an_earlier_notebook_say_so(name):
     result = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     (line,) = [line for line in (ROOT / "docs/maintainers.md").read_text().splitlines()
@@ -100,7 +109,7 @@ def test_tp2_results_file():
     assert all(r["failed"] == 0 and r["completed"] == r["prompts"] for r in result["bench"]["runs"])
 
 
-@pytest.mark.parametrize("name", ["gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2", "tp4-h200x4"])
+@pytest.mark.parametrize("name", ["gpu-notebook-h200", "gpu-notebook-h100", "tp2-h100x2", "tp2-h200x2", "tp4-h200x4"])
 def test_gpu_results_say_which_notebook_they_cover(name):
     result = json.loads((ROOT / f"docs/results/{name}.json").read_text())
     executed = nbformat.read(ROOT / f"docs/results/{name}.ipynb", as_version=4)
