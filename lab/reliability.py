@@ -436,7 +436,8 @@ def bounded(run: Run) -> list[dict]:
         r = run.client.post(CHAT, json=body, headers=AUTH)
         found.append({"case": case, "status": r.status_code, "alive_after": answers(run.client),
                       "seconds": round(time.monotonic() - start, 1), "bound": body["max_tokens"] * body.get("n", 1),
-                      "completion_tokens": r.json()["usage"]["completion_tokens"] if r.status_code == 200 else None})
+                      "completion_tokens": r.json()["usage"]["completion_tokens"] if r.status_code == 200 else None,
+                      "message": None if r.status_code == 200 else (error_message(r) or r.text)[:300]})
     return found
 
 
@@ -651,7 +652,8 @@ def record(found: dict, results: Path) -> None:
                     haproxy_killed={k: v for k, v in found["haproxy_killed"].items() if k != "listeners_after"},
                     stale_record_spared={k: found["stale_record"][k] for k in ("entries", "stranger_alive")})
     abuse = [{"case": b["input"], "status": b["status"], "alive_after": b["server_alive_after"]} for b in bad]
-    abuse += [{"case": c["case"], "status": c["status"], "alive_after": c["alive_after"]} for c in found["bounded"]]
+    abuse += [{"case": c["case"], "status": c["status"], "message": c["message"], "alive_after": c["alive_after"]}
+              for c in found["bounded"]]
     abuse.append({"case": "a client that disconnects mid-stream", "status": found["stream_disconnect"]["status"],
                   "alive_after": found["stream_disconnect"]["alive_after"]})
     abuse += [{"case": c["case"], "status": c["status"], "alive_after": c["alive_after"]}

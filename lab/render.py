@@ -156,6 +156,7 @@ def security_page(sec: dict) -> str:
     idle, slow, killed, token = sec["idle_connections"], sec["slow_client"], sec["haproxy_killed"], sec["token_files"]
     stranger_spared = 'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'
     port_8000_while_held = "answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
+    schema_message = next(a.get("message") for a in sec["abuse"] if a["case"] == "a JSON schema that refers to itself")
     return page("security.md", locals())
 
 

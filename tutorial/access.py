@@ -5,7 +5,7 @@ checks no key. Serve calls `middlewares` when an HTTP server of its starts: its 
 in the high-throughput mode every ingress replica that HAProxy forwards to (the notebook points
 RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH at it). With SERVE_API_KEY set in the environment of
 `ray start`, every request must carry `Authorization: Bearer <that key>` or gets 401; unset,
-nothing changes. The key is never logged or echoed.
+there is no key check. The key is never logged or echoed.
 """
 
 import hmac
@@ -55,11 +55,14 @@ class RequireApiKey:
 
 
 def middlewares() -> list:
-    """Serve's proxy callback: the key check when SERVE_API_KEY is set, else nothing."""
+    """Serve's proxy callback: the key check when SERVE_API_KEY is set, and a clear 400 where vLLM
+    answers a structured-output request with a 500 that says nothing (tutorial/structured_errors.py)."""
     from starlette.middleware import Middleware
 
+    from tutorial.structured_errors import ClearStructuredOutputErrors
+
     key = os.environ.get(KEY_ENV)
-    return [Middleware(RequireApiKey, key=key)] if key else []
+    return [*([Middleware(RequireApiKey, key=key)] if key else []), Middleware(ClearStructuredOutputErrors)]
 
 
 def listeners(port: int = HTTP_PORT) -> dict[str, str]:
