@@ -31,7 +31,7 @@ from lab import cold_start, probes
 from lab.launch import Deployment
 from tutorial import autoscaling, gpus, ready
 from tutorial.facts import MODEL_ID
-from tutorial.profiles import apply_profile
+from tutorial.profiles import PROFILES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -179,14 +179,11 @@ def replica_start(logs: Path, answered: float | None) -> dict:
 
 
 def shape(profile: str) -> dict:
-    """What one replica runs under `profile`: the model and its engine settings."""
-    from serve_llama_3_1_70b import config  # builds the 70B's LLMConfig: only where a run needs it
-
-    args = apply_profile(config, profile)
-    engine = args["engine_kwargs"]
-    rehearsal = profile.startswith("rehearsal")
-    model = (f"the Llama 3.1 70B shape, random weights in {'fp8' if '-fp8' in profile else 'bf16'}" if rehearsal
-             else "SmolLM2-135M-Instruct")
+    """What one replica runs under `profile`: the model and its engine settings (the profile's own,
+    which replace the 70B config's; building the app would start Ray)."""
+    engine = PROFILES[profile]()["engine_kwargs"]
+    model = (f"the Llama 3.1 70B shape, random weights in {'fp8' if '-fp8' in profile else 'bf16'}"
+             if profile.startswith("rehearsal") else "SmolLM2-135M-Instruct")
     return {"model": model, "tensor_parallel_size": engine.get("tensor_parallel_size", 1),
             "pipeline_parallel_size": engine.get("pipeline_parallel_size", 1), "max_model_len": engine["max_model_len"],
             "enforce_eager": bool(engine.get("enforce_eager"))}

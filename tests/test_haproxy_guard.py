@@ -5,8 +5,6 @@ import re
 
 import pytest
 from jinja2 import Environment
-from ray.serve._private.haproxy import HAProxyConfig
-from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
 
 from tutorial import facts, haproxy_guard
 
@@ -14,6 +12,11 @@ from tutorial import facts, haproxy_guard
 @pytest.fixture(scope="module")
 def rays_config() -> str:
     """HAProxy's config as this Ray's template writes it, with its default settings and no application."""
+    # Imported here, not at collection: Ray reads RAY_AUTH_MODE once, at its first import, and the tests
+    # that deploy set it first.
+    from ray.serve._private.haproxy import HAProxyConfig
+    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+
     env = Environment()
     env.filters["haproxy_fmt"] = str
     return env.from_string(HAPROXY_CONFIG_TEMPLATE).render(config=HAProxyConfig(), route_info={}, healthz_rules="")
