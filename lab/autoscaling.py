@@ -162,14 +162,14 @@ def replica_start(logs: Path, answered: float | None) -> dict:
     (`answered`, a wall-clock time), in phases read from Ray's logs of the session: Serve's controller
     log for the decision, and every process's log for the engine's steps after it (the first replica
     had started before)."""
-    lines = [cold_start.ANSI.sub("", line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
-             for line in f.read_text(errors="replace").splitlines()]
     year = datetime.date.today().year
-    decided = min((t for line in lines if re.search(DECIDED, line) and (t := cold_start.line_time(line, year))),
-                  default=None)
+    timed = [(t, line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
+             for raw in f.read_text(errors="replace").splitlines()
+             if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), year))]
+    decided = min((t for t, line in timed if re.search(DECIDED, line)), default=None)
     if decided is None:
         return {"decided": False}
-    after = [line for line in lines if (t := cold_start.line_time(line, year)) and t >= decided]
+    after = [line for t, line in timed if t >= decided]
     phases, last = cold_start.gaps(after, START_MARKS, decided)
     if answered is not None:
         # HAProxy's health checks put it in rotation; Ray exports the engine's counters every few seconds.

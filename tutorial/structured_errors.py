@@ -13,9 +13,8 @@ import json
 
 # vLLM's messages for a 500 that says nothing of its cause.
 SILENT = ("", "Internal server error")
-# The request fields that ask vLLM for structured output (OpenAI's, and vLLM's own).
-STRUCTURED = ("response_format", "structured_outputs", "guided_json", "guided_regex", "guided_grammar",
-              "guided_choice")
+# vLLM's own request fields that ask for structured output (besides OpenAI's response_format).
+STRUCTURED = ("structured_outputs", "guided_json", "guided_regex", "guided_grammar", "guided_choice")
 MESSAGE = json.dumps({"error": {
     "message": "The engine could not use this request's structured-output specification (response_format or "
                "structured_outputs): check the JSON schema, regex or grammar; a schema that refers to itself with "
@@ -31,7 +30,7 @@ def asks_for_structure(body: bytes) -> bool:
     if not isinstance(request, dict):
         return False
     fmt = request.get("response_format")
-    return any(request.get(k) for k in STRUCTURED[1:]) or isinstance(fmt, dict) and fmt.get("type") != "text"
+    return any(request.get(k) for k in STRUCTURED) or isinstance(fmt, dict) and fmt.get("type") != "text"
 
 
 def silent_internal_error(body: bytes) -> bool:
