@@ -15,8 +15,9 @@ config = dict(
     # Ray places the engine only on nodes with this GPU type: it must match your node.
     accelerator_type="A100-40G",
     deployment_config=dict(
-        # Requests Serve sends one replica at once. Its KV cache holds 15 requests of the full
-        # 32768 tokens and 62 of 8192 (python capacity.py); most requests are far shorter.
+        # Requests Serve sends one replica at once. On 8 x A100-40G the planner gives its KV cache
+        # room for 15 requests of the full 32768 tokens and 62 of 8192 (python capacity.py, not
+        # measured on A100s); most requests are far shorter.
         max_ongoing_requests=48,
         autoscaling_config=dict(
             min_replicas=1,

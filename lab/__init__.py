@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "capacity": ("capacity_validation", "the planner's KV cache tokens against vLLM's own count"),
     "graph-capture": ("graph_capture", "whether vLLM captures CUDA graphs at tensor parallelism here"),
     "autoscaling": ("autoscaling", "one replica to two under streaming load and back, no request lost"),
+    "scale-to-zero": ("scale_to_zero", "no replica while idle; a burst after idle brings one back, every request answered"),
     "reliability": ("reliability", "bad input, faults, leaks and abuse against one deployment"),
     "multinode": ("multinode", "the 70B's shape over two Ray nodes, against one node"),
 }

@@ -53,38 +53,42 @@ class Load:
         self.ttfts = []  # seconds to the first chunk of each answer completed since the last sample
         self.lock = threading.Lock()
 
-    def client(self, stop: threading.Event) -> None:
+    def one(self, http: httpx.Client) -> None:
+        """One streaming request, counted as ok, failed (an error status) or broken (no [DONE] after usage)."""
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
                 "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
+        with self.lock:
+            self.running += 1
+        try:
+            sent, first, lines = time.monotonic(), None, []
+            with http.stream("POST", CHAT, json=body) as r:
+                for line in r.iter_lines():
+                    if line:
+                        first = first or time.monotonic() - sent
+                        lines.append(line)
+                outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
+                           else "failed" if r.status_code != 200 else "broken")
+                detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
+                # include_usage: the chunk before [DONE] counts the tokens this answer got
+                last = lines[-2] if len(lines) > 1 else ""
+                usage = json.loads(last.removeprefix("data: ")).get("usage") if outcome == "ok" and last else None
+                if outcome == "ok" and not usage:
+                    outcome, detail = "broken", f"no usage before [DONE]: {last[:200]}"
+        except (httpx.HTTPError, ValueError) as e:  # ValueError: a chunk that is not JSON
+            outcome, detail = "broken", repr(e)
+        with self.lock:
+            self.running -= 1
+            if outcome == "ok":
+                self.done += 1
+                self.tokens += usage["completion_tokens"]
+                self.ttfts.append(first)
+            else:
+                (self.failed if outcome == "failed" else self.broken).append(detail)
+
+    def client(self, stop: threading.Event) -> None:
         with httpx.Client(timeout=300) as http:
             while not stop.is_set():
-                with self.lock:
-                    self.running += 1
-                try:
-                    sent, first, lines = time.monotonic(), None, []
-                    with http.stream("POST", CHAT, json=body) as r:
-                        for line in r.iter_lines():
-                            if line:
-                                first = first or time.monotonic() - sent
-                                lines.append(line)
-                        outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
-                                   else "failed" if r.status_code != 200 else "broken")
-                        detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
-                        # include_usage: the chunk before [DONE] counts the tokens this answer got
-                        last = lines[-2] if len(lines) > 1 else ""
-                        usage = json.loads(last.removeprefix("data: ")).get("usage") if outcome == "ok" and last else None
-                        if outcome == "ok" and not usage:
-                            outcome, detail = "broken", f"no usage before [DONE]: {last[:200]}"
-                except (httpx.HTTPError, ValueError) as e:  # ValueError: a chunk that is not JSON
-                    outcome, detail = "broken", repr(e)
-                with self.lock:
-                    self.running -= 1
-                    if outcome == "ok":
-                        self.done += 1
-                        self.tokens += usage["completion_tokens"]
-                        self.ttfts.append(first)
-                    else:
-                        (self.failed if outcome == "failed" else self.broken).append(detail)
+                self.one(http)
 
     def start(self, n: int) -> list[threading.Event]:
         stops = []

@@ -27,7 +27,8 @@ from pathlib import Path
 from lab.model_dirs import checkpoint
 from lab.launch import DeploymentError, Deployment, tail
 from tutorial import access, gpus, teardown
-from tutorial.facts import HIGH_THROUGHPUT_ENV, MODEL_ID
+from serve_plugins.cluster_env import HIGH_THROUGHPUT
+from tutorial.facts import MODEL_ID
 from tutorial.profiles import PROFILES
 from tutorial.ready import models_ready
 
@@ -45,7 +46,7 @@ RAY_CONFIGS = {
     "tutorial": {},  # as the notebook deploys it: the high-throughput mode
     # Ray Serve's default mode, every switch of the notebook's turned off: Serve's Python proxy, an
     # OpenAiIngress replica in front of the engine's, and streamed chunks batched every 50 ms.
-    "python-proxy": {name: "0" for name, value in HIGH_THROUGHPUT_ENV.items() if value == "1"},
+    "python-proxy": {name: "0" for name, value in HIGH_THROUGHPUT.items() if value == "1"},
 }
 # The default mode with every streamed chunk sent at once (lab/bench_app.py).
 RAY_CONFIGS["stream-0"] = {**RAY_CONFIGS["python-proxy"], "BENCH_STREAM_BATCHING_INTERVAL_MS": "0"}
@@ -368,7 +369,7 @@ def benchmark(args) -> dict:
         "torch_version": metadata.version("torch"),
         "load": dict(sizes, dataset="random", ignore_eos=True, seed=0, endpoint="/v1/completions",
                      concurrency=levels),
-        "ray_configs": {k: {**HIGH_THROUGHPUT_ENV, **RAY_CONFIGS[k]} for k in args.ray_configs},
+        "ray_configs": {k: {**HIGH_THROUGHPUT, **RAY_CONFIGS[k]} for k in args.ray_configs},
         "servers": servers,
         "runs": runs,
     }

@@ -2,7 +2,7 @@
 deployment here, on one node or several.
 
 The steps are the launch cells' commands (tests/test_launch.py holds them equal): the cluster token,
-the high-throughput mode with HAProxy's files in a private folder and the API key check, `ray start
+the cluster environment (serve_plugins/cluster_env.py), `ray start
 --head` in a session of its own, written down for teardown, `serve start` on loopback, `serve run
 --non-blocking`, then the readiness check. Extra Ray nodes join the head on the same host, each with
 its own GPUs, temp dir and ports, as a second host would. Each command runs under a deadline with
@@ -17,17 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from tutorial import haproxy_files, teardown
-from tutorial.facts import HIGH_THROUGHPUT_ENV, HTTP_HOST, METRICS_PORT, MIN_CPUS, RAY_PORT
+from tutorial import teardown
+from serve_plugins import cluster_env
+from tutorial.facts import HTTP_HOST, METRICS_PORT, MIN_CPUS, RAY_PORT
 from tutorial.ready import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# What the launch cells put in the environment before `ray start` (HAProxy's folder is added per run).
-ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-       "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "tutorial.access:middlewares",
-       **HIGH_THROUGHPUT_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
-
 
 @dataclasses.dataclass
 class Node:
@@ -79,13 +74,15 @@ def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tup
              {"CUDA_VISIBLE_DEVICES": node.gpus}),
             ([sys.executable, "-m", "tutorial.teardown", "--remember", str(node.node_manager_port)], {}),
         ]
+    file = target.endswith(".yaml")
     if preflight:
-        commands.append(([sys.executable, "-m", "tutorial.preflight"], {}))
+        commands.append(([sys.executable, "-m", "tutorial.preflight", *(["--serve-config", target] if file else [])], {}))
     # One HTTP proxy when several nodes share a host: each would bind port 8000.
     proxy = ["--proxy-location", "HeadOnly"] if workers else []
     commands += [
         (["serve", "start", "--http-host", HTTP_HOST, *proxy], {}),
-        (["serve", "run", target, "--non-blocking"], {}),
+        # A Serve config file (serve_config.yaml's way) is deployed, returning at once; MODULE:APP is run.
+        (["serve", "deploy", target] if file else ["serve", "run", target, "--non-blocking"], {}),
     ]
     return commands
 
@@ -95,7 +92,7 @@ class Deployment:
 
     def __init__(self, target: str, env: dict, log: Path, ready_s: float, num_cpus: int = MIN_CPUS,
                  head_gpus: str | None = None, workers: tuple[Node, ...] = (), preflight: bool = False):
-        """`target` is serve run's MODULE:APP in the repository; `env` adds to this environment and
+        """`target` is serve run's MODULE:APP in the repository, or a Serve config file; `env` adds to this environment and
         the notebook's (or overrides it); the head declares at least `num_cpus` logical CPUs
         (scheduling slots, not cores) and, given `head_gpus`, only those GPUs."""
         self.log, self.ready_s, self.target = log, ready_s, target
@@ -104,7 +101,7 @@ class Deployment:
         self.steps = steps(cpus, target, head_gpus, workers, preflight)
         # Other nodes join only a head that listens beyond loopback, as the notebook's multi-node section says.
         cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"} if workers else {}
-        self.env = {**os.environ, **ENV, **haproxy_files.private_env(), **cluster, **env}
+        self.env = {**os.environ, **cluster_env.for_this_machine(), "RAY_USAGE_STATS_ENABLED": "0", **cluster, **env}
 
     def run(self, cmd: list[str], timeout: float, extra: dict | None = None) -> None:
         print("$", " ".join(cmd), flush=True)
@@ -127,7 +124,7 @@ class Deployment:
         try:
             for cmd, extra in self.steps[:-1]:
                 self.run(cmd, 300, extra)
-            # Returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
+            # serve run returns once the application is ready (Ray 2.58-2.60), so it gets the whole deadline.
             self.run(self.steps[-1][0], self.ready_s)
             wait_until_ready(timeout_s=max(self.ready_s - (time.monotonic() - start), 60), poll_s=2)
         except RuntimeError as e:

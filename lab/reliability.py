@@ -39,7 +39,9 @@ import psutil
 
 from lab import ROOT, probes
 from lab.launch import Deployment
-from tutorial import access, facts, haproxy_files, haproxy_guard, metrics, ready, teardown
+from serve_plugins import cluster_env, haproxy_files, haproxy_guard
+from serve_plugins.api_key import KEY_ENV
+from tutorial import access, facts, metrics, ready, teardown
 from tutorial.facts import MODEL_ID
 
 URL = ready.BASE_URL
@@ -524,7 +526,7 @@ def haproxy_killed(run: Run) -> dict:
 def idle_connections(run: Run) -> dict:
     """More idle connections to HAProxy's statistics and metrics ports than its global connection limit,
     opened at once (non-blocking), held while port 8000 must still answer."""
-    limit = int(facts.HIGH_THROUGHPUT_ENV["RAY_SERVE_HAPROXY_MAXCONN"])
+    limit = int(cluster_env.HIGH_THROUGHPUT["RAY_SERVE_HAPROXY_MAXCONN"])
     held: list[socket.socket] = []
     try:
         for i in range(limit + 100):
@@ -592,8 +594,8 @@ SCENARIOS = [token, admin_socket, wrong_keys, skipping_haproxy, right_key, bad_i
 def measure(smoke: bool, work: Path) -> dict:
     """Deploy once, run every scenario against it, tear down: {scenario: figures or {"error"}} and
     what teardown left."""
-    env = {"LLM_PROFILE": "cpu", access.KEY_ENV: KEY, "HF_TOKEN": HF_TOKEN}
-    os.environ[access.KEY_ENV] = KEY  # the readiness check sends it too
+    env = {"LLM_PROFILE": "cpu", KEY_ENV: KEY, "HF_TOKEN": HF_TOKEN}
+    os.environ[KEY_ENV] = KEY  # the readiness check sends it too
     others = haproxy_files.node_folders()  # of other runs on this machine: neither this run's nor teardown's
     found = {}
     try:
@@ -609,7 +611,7 @@ def measure(smoke: bool, work: Path) -> dict:
                     except Exception:
                         found[scenario.__name__] = {"error": traceback.format_exc()[-2000:]}
     finally:
-        del os.environ[access.KEY_ENV]
+        del os.environ[KEY_ENV]
     found["teardown"] = {"left": teardown.leftovers(), "prometheus_port_open": teardown.port_open(PROMETHEUS_PORT),
                          "haproxy_folders_left": sorted(haproxy_files.node_folders() - others)}
     return found

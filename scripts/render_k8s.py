@@ -13,6 +13,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from serve_plugins.cluster_env import SHARED  # noqa: E402  (the repository's package, run as a script)
+
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"
 # The Ray of the GPU stack this tutorial pins, read from where it is pinned.
@@ -25,10 +28,13 @@ HEADER = """\
 # Generated from serve_config.yaml by scripts/render_k8s.py; do not edit by hand.
 # The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
 # "On Kubernetes with KubeRay"). Needs the Secrets hf-token (key token) and serve-api-key (key key),
-# the ConfigMap serve-api-key-check (tutorial/access.py, tutorial/facts.py), and nodes with 8 GPUs.
+# the ConfigMap serve-plugins (every file of serve_plugins/), and nodes with 8 GPUs.
 """
-# Where each pod finds the notebook's API key check (tutorial.access), from the ConfigMap.
-CALLBACK_DIR = "/opt/serve-callback"
+# Where each pod finds serve_plugins, from the ConfigMap: on PYTHONPATH.
+PLUGINS_DIR = "/opt/serve-plugins"
+# What the ConfigMap holds: `kubectl create configmap serve-plugins --from-file=serve_plugins/` takes
+# every file of the folder, under its own name.
+PLUGIN_FILES = sorted(p.name for p in (ROOT / "serve_plugins").glob("*.py"))
 
 
 def manifest() -> dict:
@@ -42,17 +48,19 @@ def manifest() -> dict:
             "name": name, "image": IMAGE,
             "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}},
                     {"name": "SERVE_API_KEY", "valueFrom": {"secretKeyRef": {"name": "serve-api-key", "key": "key"}}},
-                    {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": "tutorial.access:middlewares"},
-                    {"name": "PYTHONPATH", "value": CALLBACK_DIR}],
-            "volumeMounts": [{"name": "api-key-check", "mountPath": CALLBACK_DIR, "readOnly": True}],
+                    *({"name": k, "value": v} for k, v in SHARED.items()),
+                    {"name": "RAY_SERVE_HAPROXY_BINARY_PATH", "value": f"{PLUGINS_DIR}/serve_plugins/haproxy_guard.py"},
+                    {"name": "PYTHONPATH", "value": PLUGINS_DIR}],
+            "volumeMounts": [{"name": "serve-plugins", "mountPath": PLUGINS_DIR, "readOnly": True}],
         }
 
-    api_key_check = {"name": "api-key-check", "configMap": {"name": "serve-api-key-check", "items": [
-        {"key": f, "path": f"tutorial/{f}"} for f in ("access.py", "facts.py")]}}
+    # Mode 0555 (365): Ray runs haproxy_guard.py itself as HAProxy's program.
+    plugins = {"name": "serve-plugins", "configMap": {"name": "serve-plugins", "defaultMode": 0o555, "items": [
+        {"key": f, "path": f"serve_plugins/{f}"} for f in PLUGIN_FILES]}}
     head = {
         "serviceType": "ClusterIP",
         "rayStartParams": {"num-gpus": "0"},
-        "template": {"spec": {"volumes": [api_key_check], "containers": [{
+        "template": {"spec": {"volumes": [plugins], "containers": [{
             **container("ray-head"),
             "resources": {"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"cpu": "8", "memory": "32Gi"}},
             "ports": [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
@@ -72,7 +80,7 @@ def manifest() -> dict:
                               "limits": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)}},
                 "volumeMounts": [*container("ray-worker")["volumeMounts"], {"name": "dshm", "mountPath": "/dev/shm"}],
             }],
-            "volumes": [api_key_check, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
+            "volumes": [plugins, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}],
         }},
     }
     return {
@@ -109,12 +117,13 @@ REASONS = {
     "      serviceType:": "The head's Service (dashboard, GCS) stays inside the cluster; the token guards it there too.",
     "    enableInTreeAutoscaling:": "Ray's autoscaler adds a worker pod when Serve adds a replica with nowhere to run.",
     "        num-gpus:": "The head runs Ray's control processes and Serve's proxy, never an engine.",
-    "            env:": "HF_TOKEN for the gated weights and SERVE_API_KEY from Secrets; every Serve proxy loads the key check.",
+    "            env:": "HF_TOKEN and SERVE_API_KEY from Secrets; then cluster_env.SHARED, as the notebook sets it, and "
+                       "HAProxy through the guard (its files in Ray's default folder: a pod has no other local account).",
     "      minReplicas:": "One pod per replica: min_replicas and max_replicas of the deployment.",
     "          nodeSelector:": "Only nodes with the GPU the config's accelerator_type names.",
     "                nvidia.com/gpu:": "tensor_parallel_size x pipeline_parallel_size GPUs: one replica per pod.",
     "              mountPath: /dev/shm": "NCCL moves tensors through /dev/shm; a container's default 64 MiB is too small.",
-    "          - name: api-key-check": "tutorial/access.py and tutorial/facts.py from the ConfigMap, as a package on PYTHONPATH.",
+    "          - name: serve-plugins": "serve_plugins/, every file, from the ConfigMap: the package on PYTHONPATH.",
 }
 
 

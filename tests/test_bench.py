@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lab import bench
-from tutorial import facts, teardown
+from serve_plugins import cluster_env
+from tutorial import teardown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def test_a_level_that_stops_answering_ends_at_its_deadline():
 
 
 def test_a_mode_switch_that_ray_ignores_is_named():
-    tutorial_env = dict(facts.HIGH_THROUGHPUT_ENV)
+    tutorial_env = dict(cluster_env.HIGH_THROUGHPUT)
     as_asked = {"http_server": ["haproxy"], "deployments": ["LLMRouter", "LLMServer:my-llama-3_1-70b"]}
     assert bench.mode_mismatch(tutorial_env, as_asked) is None
     # Ray's default mode came up although the environment asked for HAProxy and direct streaming.

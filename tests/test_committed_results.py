@@ -17,7 +17,7 @@ from lab.autoscaling import plot
 from tutorial.bench_table import table
 from lab import notebook_results
 from lab.multinode import draw
-from tutorial import facts
+from serve_plugins import cluster_env
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
@@ -131,7 +131,7 @@ def test_committed_h100_results_are_complete_and_lost_nothing():
         assert r["failed"] == 0 and r["completed"] == r["prompts"]
     assert {(r["model"], r["config"], r["concurrency"]) for r in RESULTS["runs"]} == {
         ("8b", config, c) for config in ("vllm", "tutorial") for c in (1, 4, 16, 64, 256)}
-    assert RESULTS["ray_configs"]["tutorial"] == facts.HIGH_THROUGHPUT_ENV  # the notebook's mode, as it is now
+    assert RESULTS["ray_configs"]["tutorial"] == cluster_env.HIGH_THROUGHPUT  # the notebook's mode, as it is now
     (server,) = [s for s in RESULTS["servers"] if s["config"] == "tutorial"]
     # The mode read back from the running deployment: HAProxy on port 8000, no ingress replica in the path.
     assert server["mode"] == {"http_server": ["haproxy"], "deployments": ["LLMRouter", "LLMServer:my-llama-3_1-70b"]}
@@ -157,7 +157,7 @@ def test_the_earlier_run_of_both_modes_met_the_goal_in_the_high_throughput_mode(
     for c in (1, 4, 16, 64, 256):
         assert runs["tuned", c]["output_throughput"] >= 0.95 * runs["vllm", c]["output_throughput"], c
     assert runs["tuned", 1]["median_ttft_ms"] - runs["vllm", 1]["median_ttft_ms"] <= 10
-    assert MODES["ray_configs"]["tuned"] == facts.HIGH_THROUGHPUT_ENV  # the mode the notebook now runs
+    assert MODES["ray_configs"]["tuned"] == cluster_env.HIGH_THROUGHPUT  # the mode the notebook now runs
 
 
 def test_table_has_a_row_per_model_and_concurrency():

@@ -4,6 +4,7 @@ experiment of the lab in its smoke mode on the CPU (the same code path, the smal
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_leaves_out_what_the_runner_has():
 
 
 def test_gpu_scripts_are_valid_bash():
-    for script in ["ci/gpu_setup.sh", "ci/gpu_notebook.sh", "ci/gpu_cleanup.sh", "ci/multinode.sh",
+    for script in ["ci/gpu_setup.sh", "scripts/gpu_setup.sh", "ci/gpu_notebook.sh", "ci/gpu_cleanup.sh", "ci/multinode.sh",
                    "scripts/setup_venv.sh", "scripts/tutorial.sh", "scripts/test.sh", "lab/prometheus.sh"]:
         subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 
@@ -165,3 +166,24 @@ def test_the_two_node_run_spans_two_cpu_nodes_and_survives_losing_one(tmp_path):
     loss = result["node_loss"]  # the replica may sit on either node: what clients saw is recorded, not judged
     assert loss["killed_processes"] > 0 and loss["requests_before"] > 0 and loss["app_status_at_end"]
     assert (tmp_path / "multinode-cpu.png").exists() and teardown.leftovers() == []
+
+
+def test_the_readers_gpu_setup_stops_on_a_machine_without_a_gpu(tmp_path):
+    # No nvidia-smi on PATH (this CPU machine has none): a clear word, before any install.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "head", "cat", "sha256sum", "cut"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    out = subprocess.run(["bash", "scripts/gpu_setup.sh"], cwd=ROOT, env={"PATH": str(bin_dir)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "finds no GPU" in out.stderr, out.stdout + out.stderr
+
+
+def test_a_missing_hugging_face_token_is_named_before_any_download(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    out = subprocess.run([sys.executable, "-m", "tutorial.hf_access"], cwd=ROOT, capture_output=True, text=True,
+                         env={**env, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert out.returncode == 1 and "no Hugging Face token" in out.stdout, out.stdout + out.stderr
+    from tutorial.hf_access import model_source
+
+    assert model_source() == "meta-llama/Llama-3.1-70B-Instruct"

@@ -6,7 +6,8 @@ import re
 import pytest
 from jinja2 import Environment
 
-from tutorial import facts, haproxy_guard
+from serve_plugins import cluster_env, haproxy_guard
+from tutorial import facts
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_the_side_doors_listen_on_loopback_under_their_own_limit(rays_config):
     for name, port in (("listen stats", 8404), ("frontend prometheus", 9101)):
         assert [x for x in s[name] if x.startswith("bind ")] == [f"bind 127.0.0.1:{port}"]
         assert f"maxconn {haproxy_guard.SIDE_DOOR_MAXCONN}  {haproxy_guard.MARK}" in s[name]
-    assert 2 * haproxy_guard.SIDE_DOOR_MAXCONN < int(facts.HIGH_THROUGHPUT_ENV["RAY_SERVE_HAPROXY_MAXCONN"]) / 10
+    assert 2 * haproxy_guard.SIDE_DOOR_MAXCONN < int(cluster_env.HIGH_THROUGHPUT["RAY_SERVE_HAPROXY_MAXCONN"]) / 10
 
 
 def test_every_frontend_has_a_header_deadline_and_port_8000_keeps_its_address(rays_config):

@@ -4,7 +4,6 @@ v1 API), service.yaml (the anyscale package's ServiceConfig) and the GitHub Acti
 (actionlint and zizmor). None of them can run here: no cluster, account or runner."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 import kubernetes.client as k8s
 import pytest
 import yaml
+
+from serve_plugins import cluster_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = yaml.safe_load((ROOT / "k8s" / "rayservice.yaml").read_text())
@@ -117,24 +118,20 @@ def test_the_cluster_is_closed_by_default():
     assert "dashboard-host" not in head["rayStartParams"]
 
 
-def test_every_pod_loads_the_notebooks_key_check_from_the_configmap():
-    # The notebook's install cell makes the ConfigMap from these very files; the import path is the notebook's.
-    notebook = json.loads((ROOT / "notebook.ipynb").read_text())
-    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
-    assert 'RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = "tutorial.access:middlewares"' in code
-    assert "kubectl create configmap serve-api-key-check --from-file=tutorial/access.py --from-file=tutorial/facts.py" in code
+def test_every_pod_runs_in_the_notebooks_cluster_environment():
+    # The same variables as the notebook's `ray start` (serve_plugins/cluster_env.py's SHARED), serve_plugins
+    # from the ConfigMap on PYTHONPATH, and HAProxy started through the guard from there
+    # (tests/test_serve_plugins.py imports each entry point from exactly those files).
     for group, pod in PODS.items():
-        (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "api-key-check"]
-        assert volume["configMap"]["name"] == "serve-api-key-check"
-        assert {i["path"] for i in volume["configMap"]["items"]} == {"tutorial/access.py", "tutorial/facts.py"}
         (c,) = pod["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "tutorial.access:middlewares", group
-        assert {"name": "api-key-check", "mountPath": env["PYTHONPATH"], "readOnly": True} in c["volumeMounts"], group
-    # Those two files are the whole key check: tutorial/access.py imports no other module of this repository.
-    imports = re.findall(r"^(?:from|import) (\S+)", (ROOT / "tutorial" / "access.py").read_text(), re.M)
-    assert [m for m in imports if m.startswith("tutorial")] == ["tutorial.facts"]
-    assert not re.findall(r"^(?:from|import) ", (ROOT / "tutorial" / "facts.py").read_text(), re.M)
+        assert {k: env.get(k) for k in cluster_env.SHARED} == cluster_env.SHARED, group
+        assert {"name": "serve-plugins", "mountPath": env["PYTHONPATH"], "readOnly": True} in c["volumeMounts"], group
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == f"{env['PYTHONPATH']}/serve_plugins/haproxy_guard.py", group
+
+
+def test_service_yaml_carries_the_notebooks_cluster_environment():
+    assert yaml.safe_load((ROOT / "service.yaml").read_text())["env_vars"] == cluster_env.SHARED
 
 
 def test_service_yaml_is_an_anyscale_service_config():

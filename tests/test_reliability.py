@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lab import reliability
-from tutorial import facts, haproxy_guard
+from serve_plugins import cluster_env, haproxy_guard
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_haproxy_killed_under_load_comes_back(found):
 
 def test_more_idle_connections_to_haproxys_other_ports_than_its_limit_leave_8000_answering(found):
     i = scenario(found, "idle_connections")
-    assert i["attempted"] > i["limit"] == int(facts.HIGH_THROUGHPUT_ENV["RAY_SERVE_HAPROXY_MAXCONN"])
+    assert i["attempted"] > i["limit"] == int(cluster_env.HIGH_THROUGHPUT["RAY_SERVE_HAPROXY_MAXCONN"])
     # HAProxy takes its side doors' share, the kernel queues a few more, and turns the rest away.
     assert 2 * i["side_door_limit"] <= i["established"] < i["limit"], i
     assert i["port_8000_answered_while_held"] and i["answered_after_release"]

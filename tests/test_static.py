@@ -12,6 +12,7 @@ import nbformat
 import pytest
 import yaml
 
+from serve_plugins import cluster_env
 from tutorial import facts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,21 +132,34 @@ def test_default_scales(configs):
     assert 0 < auto["target_ongoing_requests"] <= deployment["max_ongoing_requests"] < 1000
 
 
-def test_the_notebook_turns_on_the_high_throughput_mode_the_helpers_use():
-    (cell,) = [c.source for c in CODE if "RAY_SERVE_ENABLE_HA_PROXY" in c.source]
-    environ: dict = {}
-    exec(cell, {"os": SimpleNamespace(environ=environ)})
-    assert environ == facts.HIGH_THROUGHPUT_ENV
+def test_the_notebook_starts_ray_in_the_shared_cluster_environment(tmp_path, monkeypatch):
+    from serve_plugins import haproxy_files
 
-
-def test_the_notebook_puts_haproxys_files_where_only_the_reader_can_enter(tmp_path, monkeypatch):
-    from tutorial import haproxy_files
-
-    (cell,) = [c.source for c in CODE if "haproxy_files.private_env()" in c.source]
+    (cell,) = [c.source for c in CODE if "cluster_env.for_this_machine()" in c.source]
     monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
     environ: dict = {}
     exec(cell, {"os": SimpleNamespace(environ=environ)})
-    assert environ == haproxy_files.private_env() and all(str(tmp_path) in v for v in environ.values())
+    assert {k: environ[k] for k in cluster_env.SHARED} == cluster_env.SHARED
+    assert environ["RAY_AUTH_MODE"] == "token" and environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert cluster_env.HOME in environ["PYTHONPATH"].split(os.pathsep)
+    # A reader who exported 1 for a multi-node head keeps it.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1")
+    assert cluster_env.for_this_machine()["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "1"
+
+
+def test_the_stream_deadline_covers_the_longest_answer_the_config_admits(configs):
+    # HAProxy's old process outlives a reload this long; a slower or longer answer would be cut.
+    longest_s = configs["default"]["engine_kwargs"]["max_model_len"] / cluster_env.SLOWEST_TOKENS_PER_S
+    assert longest_s <= cluster_env.HARD_STOP_AFTER_S < 2 * longest_s
+
+
+def test_haproxys_files_are_where_only_the_reader_can_enter(tmp_path, monkeypatch):
+    from serve_plugins import haproxy_files
+
+    monkeypatch.setattr(haproxy_files, "FOLDER", tmp_path / "haproxy")
+    environ = haproxy_files.private_env()
+    assert all(str(tmp_path) in v for v in environ.values())
     assert (tmp_path / "haproxy").stat().st_mode & 0o777 == 0o700
     (tmp_path / "haproxy").chmod(0o755)  # opened to others, by someone or something else: refused
     with pytest.raises(RuntimeError, match="mode 700"):
@@ -159,7 +173,7 @@ def test_the_notebook_puts_haproxys_files_where_only_the_reader_can_enter(tmp_pa
         assert re.search(rf'(os\.environ\.get|get_env_str)\(\s*"{name}"', constants), name
     # The launcher Ray starts as HAProxy, which only this account can change, runs the guard.
     launcher = Path(environ["RAY_SERVE_HAPROXY_BINARY_PATH"])
-    assert launcher.stat().st_mode & 0o777 == 0o700 and "tutorial/haproxy_guard.py" in launcher.read_text()
+    assert launcher.stat().st_mode & 0o777 == 0o700 and "serve_plugins/haproxy_guard.py" in launcher.read_text()
 
 
 def test_ray_still_reads_its_single_machine_switch():
@@ -179,7 +193,7 @@ def test_ray_still_reads_the_high_throughput_switches():
 
     ray_dir = Path(importlib.util.find_spec("ray").origin).parent  # read, not imported: see the last test
     source = (ray_dir / "serve/_private/constants.py").read_text() + (ray_dir / "llm/_internal/serve/constants.py").read_text()
-    for name in facts.HIGH_THROUGHPUT_ENV:
+    for name in [*cluster_env.HIGH_THROUGHPUT, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]:
         assert re.search(rf'(os\.environ\.get|get_env_\w+)\(\s*"{name}"', source), name
 
 
@@ -377,3 +391,13 @@ def test_the_profiles_skip_node_initialisation_and_ray_still_reads_the_switch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "LLM_PROFILE": "70b"})
     assert out.stdout.split()[-3:] == ["WeightsOnLocalDisk", "False", "True"], out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_the_speed_table_is_its_results_file():
+    # The README shows the figures and what they were measured on, regenerated from the file it names.
+    from tutorial.bench_table import label, table
+
+    (cell,) = [c.source for c in NOTEBOOK.cells if c.source.startswith("## How fast is it?")]
+    (path,) = re.findall(r"\(docs/results/(bench-[\w-]+\.json)\)", cell)
+    bench = json.loads((ROOT / "docs" / "results" / path).read_text())
+    assert table(bench) in cell and label(bench) in cell

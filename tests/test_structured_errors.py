@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tutorial import access
-from tutorial.structured_errors import MESSAGE, ClearStructuredOutputErrors
+from serve_plugins import api_key, proxy
+from serve_plugins.structured_errors import MESSAGE, ClearStructuredOutputErrors
 
 EMPTY_500 = json.dumps({"error": {"message": "", "type": "InternalServerError", "param": None, "code": 500}}).encode()
 # What vLLM 0.29 answers a schema that refers to itself.
@@ -72,7 +72,7 @@ def test_streams_and_other_methods_pass_at_once():
 
 
 def test_serve_installs_it_with_or_without_the_key(monkeypatch):
-    monkeypatch.delenv(access.KEY_ENV, raising=False)
-    assert [m.cls for m in access.middlewares()] == [ClearStructuredOutputErrors]
-    monkeypatch.setenv(access.KEY_ENV, "k")
-    assert [m.cls for m in access.middlewares()] == [access.RequireApiKey, ClearStructuredOutputErrors]
+    monkeypatch.delenv(api_key.KEY_ENV, raising=False)
+    assert [m.cls for m in proxy.middlewares()] == [ClearStructuredOutputErrors]
+    monkeypatch.setenv(api_key.KEY_ENV, "k")
+    assert [m.cls for m in proxy.middlewares()] == [api_key.RequireApiKey, ClearStructuredOutputErrors]

@@ -17,3 +17,19 @@ def table(result: dict) -> str:
         row = [model, str(c), f"{base['output_throughput']:.0f}", *ratios, f"{base['median_ttft_ms']:.1f}", *ttfts]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+SHAPES = {"8b": "Llama 3.1 8B", "70b": "Llama 3.1 70B", "135m": "SmolLM2-135M"}
+
+
+def label(result: dict) -> str:
+    """What the table measured: device, versions, date, the model shape, its parallelism and Serve's
+    request cap, and the load."""
+    ray = next(s for s in result["servers"] if s["server"] == "ray-serve")
+    engine, load = ray["engine_kwargs"], result["load"]
+    weights = "random weights" if engine.get("load_format") == "dummy" else "real weights"
+    return (f"{result['device']}, Ray {result['ray_version']}, vLLM {result['vllm_version']}, {result['date']}: "
+            f"the {SHAPES.get(ray['model'], ray['model'])} shape with {weights}, tensor parallel "
+            f"{engine.get('tensor_parallel_size', 1)}, max_model_len {engine['max_model_len']}, Serve's "
+            f"max_ongoing_requests {ray['max_ongoing_requests']}; {load['input_len']} input and {load['output_len']} "
+            f"output tokens per request, {', '.join(map(str, load['concurrency']))} at once")

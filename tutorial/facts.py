@@ -11,16 +11,8 @@ HTTP_HOST = "127.0.0.1"  # serve start --http-host: the endpoint and the replica
 RAY_PORT = 6379  # the head node's GCS, where other nodes join
 METRICS_PORT = 8080  # ray start --metrics-export-port: Prometheus' endpoint on the head
 # HAProxy's statistics page and Prometheus metrics, at Ray's defaults (RAY_SERVE_HAPROXY_STATS_PORT,
-# RAY_SERVE_HAPROXY_METRICS_PORT); tutorial/haproxy_guard.py keeps them on loopback.
+# RAY_SERVE_HAPROXY_METRICS_PORT); serve_plugins/haproxy_guard.py keeps them on loopback.
 HAPROXY_SIDE_DOORS = (8404, 9101)
 DASHBOARD_PORT = 8265  # Ray's dashboard, which the serve CLI talks to
 READY_TIMEOUT_S = 1800  # the deadline for the deployment to answer, unless READY_TIMEOUT_S is set
 MIN_CPUS = 4  # logical CPUs the head declares at least: the ingress, the engine and Serve's actors
-# Ray Serve LLM's high-throughput mode, which the launch cells turn on before `ray start`:
-# HAProxy in front, gRPC between replicas, the LLMServer replica serving HTTP itself.
-HIGH_THROUGHPUT_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
-    "RAY_SERVE_HAPROXY_MAXCONN": "4096",
-}

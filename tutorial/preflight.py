@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 import capacity
 from tutorial import gpus, teardown
 from tutorial.facts import HAPROXY_SIDE_DOORS, HTTP_PORT, METRICS_PORT, RAY_PORT
@@ -310,8 +312,19 @@ def load_llm_config():
     return serve_llama_3_1_70b.llm_config
 
 
-def main() -> int:
-    llm_config = load_llm_config()
+def serve_config_llm_config(path: str):
+    """The LLM config of a Serve config file (`serve deploy`'s input), checked by Ray's own schema."""
+    from ray.serve.llm import LLMConfig
+
+    (app,) = yaml.safe_load(Path(path).read_text())["applications"]
+    (llm,) = app["args"]["llm_configs"]
+    return LLMConfig(**llm)
+
+
+def main(argv: list[str]) -> int:
+    # --serve-config FILE checks that file, as `serve deploy FILE` would run it, instead of serve_llama_3_1_70b.py.
+    llm_config = serve_config_llm_config(argv[argv.index("--serve-config") + 1]) if "--serve-config" in argv \
+        else load_llm_config()
     machine = probe()
     engine = llm_config.engine_kwargs
     print(f"profile:     {os.environ.get('LLM_PROFILE') or '(unset: the 70B default)'}")
@@ -335,4 +348,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ A100s and real weights:
   rehearsal       the 70B's architecture with random weights (no download), sharded over all
   rehearsal-fp8   GPUs of this node; -fp8 stores the weights in fp8, half of bf16's memory
   rehearsal(-fp8)-autoscale  the same on 2 GPUs a replica, up to as many replicas as the node holds
+  cpu-scale-to-zero, rehearsal-fp8-scale-to-zero  min_replicas 0: no replica while idle
 REHEARSAL_MAX_MODEL_LEN shortens the rehearsal's context where the node is too small for 32768;
 REHEARSAL_PIPELINE_PARALLEL_SIZE and REHEARSAL_TENSOR_PARALLEL_SIZE shard it across nodes.
 """
@@ -17,7 +18,10 @@ import copy
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
+
+import yaml
 
 import capacity
 from tutorial import gpus
@@ -72,6 +76,13 @@ def cpu_autoscale() -> dict:
     out["max_ongoing_requests"] = 4
     out["autoscaling_config"] = dict(min_replicas=1, max_replicas=2, target_ongoing_requests=2,
                                      upscale_delay_s=5, downscale_delay_s=20)
+    return out
+
+
+def cpu_scale_to_zero() -> dict:
+    out = cpu()
+    # No replica while idle: the first request starts one, and 20 quiet seconds stop it again.
+    out["autoscaling_config"] = dict(min_replicas=0, max_replicas=1, downscale_delay_s=20)
     return out
 
 
@@ -165,7 +176,10 @@ NO_MULTICAST_FUSION = dict(compilation_config=dict(pass_config=dict(fuse_allredu
 
 PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal": rehearsal,
             "rehearsal-fp8": lambda: rehearsal("fp8"), "rehearsal-autoscale": rehearsal_autoscale,
-            "rehearsal-fp8-autoscale": lambda: rehearsal_autoscale("fp8")}
+            "rehearsal-fp8-autoscale": lambda: rehearsal_autoscale("fp8"),
+            "cpu-scale-to-zero": cpu_scale_to_zero,
+            "rehearsal-fp8-scale-to-zero": lambda: {**rehearsal("fp8"), "autoscaling_config": dict(
+                min_replicas=0, max_replicas=1, downscale_delay_s=60)}}
 
 
 DEFAULT = "70b"  # the explicit name of "unset": the 70B config, unchanged
@@ -184,8 +198,8 @@ def apply_profile(config: dict, profile: str | None) -> dict:
     out["accelerator_type"] = override["accelerator_type"]
     out["placement_group_config"] = override["placement_group_config"]
     out["engine_kwargs"] = override["engine_kwargs"]
-    # Every profile's weights are on local disk: no node initialisation task (tutorial/startup.py).
-    out["callback_config"] = dict(callback_class="tutorial.startup.WeightsOnLocalDisk")
+    # Every profile's weights are on local disk: no node initialisation task (serve_plugins/startup.py).
+    out["callback_config"] = dict(callback_class="serve_plugins.startup.WeightsOnLocalDisk")
     # What a profile leaves out of the scaling settings stays the 70B's.
     deployment = out["deployment_config"]
     if "max_ongoing_requests" in override:
@@ -193,3 +207,19 @@ def apply_profile(config: dict, profile: str | None) -> dict:
     deployment["autoscaling_config"] = {**deployment.get("autoscaling_config", {}),
                                         **override.get("autoscaling_config", {})}
     return out
+
+
+def overlay_serve_config(path: Path, profile: str | None) -> dict:
+    """The Serve config file at `path` with `profile` applied to each LLM config, as the notebook
+    applies it to the Python config: what `serve deploy` runs on this machine."""
+    config = yaml.safe_load(path.read_text())
+    for app in config["applications"]:
+        app["args"]["llm_configs"] = [apply_profile(c, profile) for c in app["args"]["llm_configs"]]
+    return config
+
+
+if __name__ == "__main__":
+    # python -m tutorial.profiles serve_config.yaml > serve_config.local.yaml  (LLM_PROFILE from the environment)
+    profile = os.environ.get("LLM_PROFILE")
+    print(f"# {sys.argv[1]} with LLM_PROFILE={profile or DEFAULT} applied (python -m tutorial.profiles); do not edit.")
+    yaml.safe_dump(overlay_serve_config(Path(sys.argv[1]), profile), sys.stdout, sort_keys=False)

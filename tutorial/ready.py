@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 
-from tutorial.access import KEY_ENV
+from serve_plugins.api_key import KEY_ENV
 from tutorial.facts import HTTP_PORT, MODEL_ID, READY_TIMEOUT_S
 
 BASE_URL = f"http://127.0.0.1:{HTTP_PORT}"
@@ -25,7 +25,7 @@ LOG_DIR = "/tmp/ray/session_latest/logs/serve"
 def request(method: str, url: str, body: dict | None = None, timeout: float = 30) -> tuple[int, str]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
-    if os.environ.get(KEY_ENV):  # the optional key check (tutorial/access.py) is on
+    if os.environ.get(KEY_ENV):  # the optional key check (serve_plugins/api_key.py) is on
         headers["Authorization"] = f"Bearer {os.environ[KEY_ENV]}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:

@@ -4,7 +4,7 @@
 included. The launch cell starts Ray with `setsid`, so its daemons, workers and engine processes
 share one session of their own; `--remember` writes that session's id down, and teardown stops
 exactly the processes of the remembered sessions (raylet first and the GCS last, as `ray stop`),
-then removes the HAProxy folders those sessions made (tutorial/haproxy_files.py). A record proves
+then removes the HAProxy folders those sessions made (serve_plugins/haproxy_files.py). A record proves
 the session is still the tutorial's: the machine's boot id, and the adopted process (its start
 time and command) or a Ray or vLLM process started since. An entry that fails, as after a reboot
 or once its id belongs to someone else's processes, is dropped, never stopped.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from tutorial import haproxy_files
+from serve_plugins import haproxy_files
 from tutorial.facts import DASHBOARD_PORT, HTTP_PORT, RAY_PORT
 
 PORT = HTTP_PORT

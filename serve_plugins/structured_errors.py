@@ -4,7 +4,7 @@ vLLM answers some structured-output specifications it cannot use (a JSON schema 
 itself; in older versions also a malformed schema, regex or grammar) with `500` and no message that
 says what failed: empty, or "Internal server error" (vllm-project/vllm#57725). The engine keeps
 serving; only the caller is misled. This middleware, on each of Serve's HTTP servers
-(tutorial/access.py installs it), turns exactly that answer to a request that asked for structured
+(serve_plugins/proxy.py installs it), turns exactly that answer to a request that asked for structured
 output into `400` with a message that names the likely cause. Every other response passes through
 as it is, streams included.
 """

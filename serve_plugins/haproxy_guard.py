@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """HAProxy as Serve starts it, with its statistics page and metrics kept to this machine.
 
 Ray writes HAProxy's config with the statistics page (8404) and Prometheus metrics (9101) bound to
@@ -19,7 +20,7 @@ SIDE_DOOR_MAXCONN = 64
 # Seconds a client gets to send a request's headers; HAProxy then answers 408 and closes. Clients send
 # them in milliseconds; a client trickling them slowly holds a connection for no longer than this.
 HEADERS_S = 30
-MARK = "# tutorial/haproxy_guard.py"
+MARK = "# serve_plugins/haproxy_guard.py"
 SIDE_DOORS = ("frontend prometheus", "listen stats")  # Ray writes `bind :9101` and `bind *:8404` in them
 BIND = re.compile(r"bind \S*:(\d+)")
 
@@ -48,7 +49,7 @@ def harden(config: str, host: str) -> str:
     if missing:
         raise SystemExit(f"haproxy_guard: Ray's HAProxy config has no {sorted(missing)} bind line of the expected form; "
                          "refusing to start HAProxy with its statistics or metrics open to every interface "
-                         "(update SIDE_DOORS in tutorial/haproxy_guard.py for this Ray)")
+                         "(update SIDE_DOORS in serve_plugins/haproxy_guard.py for this Ray)")
     return "\n".join(out) + "\n"
 
 
