@@ -90,8 +90,12 @@ def stream_section(stream: dict) -> str:
     return page("bench-stream.md", locals())
 
 
-def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict) -> str:
+def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict, h200: dict) -> str:
     runs, load = _runs(bench), bench["load"]
+    h200_runs = _runs(h200)
+    h200_ratios = {c: _ratio(h200_runs, "8b", "tutorial", c) for c in h200["load"]["concurrency"]}
+    h200_missed = ", ".join(f"{r:.2f}x at {c} clients" for c, r in h200_ratios.items() if r < 0.95) or "nothing"
+    h200_failed = sum(r["failed"] for r in h200["runs"])
     levels = load["concurrency"]
     server = _server(bench, "tutorial")
     ratios = {c: _ratio(runs, "8b", "tutorial", c) for c in levels}
@@ -260,7 +264,7 @@ def _steady(r: dict, start: float, end: float) -> dict:
             "ttft_s": statistics.median(p[5] for _, p in inside if p[5] is not None) / 1000}
 
 
-def scaling_page(cpu: dict, gpu: dict, gpu70: dict) -> str:
+def scaling_page(cpu: dict, gpu: dict, gpu70: dict, zero: dict) -> str:
     up = gpu70["load_start_s"] + gpu70["scale_up_s"]
     one = _steady(gpu70, gpu70["load_start_s"] + 20, up)
     two = _steady(gpu70, up + 20, gpu70["load_stop_s"])
@@ -286,16 +290,17 @@ def two_nodes_page(m: dict) -> str:
 
 
 PAGES = {
-    "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json "
-                     "and bench-stream-h100.json",
+    "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json, "
+                     "bench-stream-h100.json and bench-h200.json",
                      lambda: benchmark_page(_load("bench-h100.json"), _load("bench-cap32-h100.json"),
                                             _load("bench-cap256-h100.json"), _load("bench-modes-h100.json"),
-                                            _load("bench-stream-h100.json"))),
+                                            _load("bench-stream-h100.json"), _load("bench-h200.json"))),
     "startup.md": ("docs/results/cold-start-h100.json and cold-start-cpu.json",
                    lambda: startup_page(_load("cold-start-h100.json"), _load("cold-start-cpu.json"))),
-    "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json and autoscaling-70b-h200x2.json",
+    "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json, autoscaling-70b-h200x2.json and "
+                   "scale-to-zero-cpu.json",
                    lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"),
-                                        _load("autoscaling-70b-h200x2.json"))),
+                                        _load("autoscaling-70b-h200x2.json"), _load("scale-to-zero-cpu.json"))),
     "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
     "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),

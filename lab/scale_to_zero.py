@@ -72,13 +72,17 @@ def without_key() -> int:
 def burst(clients: int, timeline: list, t0: float) -> dict:
     """`clients` streaming requests sent together, each timed to its first chunk; the replica count
     sampled every 2 s until all have ended."""
-    load, threads = Load(), []
-    headers = {"Authorization": f"Bearer {KEY}"}
+    load = Load()
+
+    def client() -> None:
+        # A timeout that covers a replica's whole start from zero.
+        with httpx.Client(timeout=1800, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            load.one(http)
+
     sent = time.time()
-    for _ in range(clients):
-        t = threading.Thread(target=lambda: load.one(httpx.Client(timeout=1800, headers=headers)), daemon=True)
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
         t.start()
-        threads.append(t)
     while any(t.is_alive() for t in threads):
         timeline.append([round(time.monotonic() - t0, 1), replicas_now()])
         time.sleep(2)
@@ -168,7 +172,7 @@ def plot(result: dict, out: Path) -> None:
             label="engine replicas running")
     ax.set_yticks(range(result["max_replicas"] + 1))
     ax.set_ylim(-0.1, result["max_replicas"] + 0.4)
-    ax.set_xlabel("seconds after the deployment answered")
+    ax.set_xlabel("seconds after the launch began")
     ax.set_ylabel("replicas")
     b = result["burst"]
     ax.set_title(f"{result['model']} on {result['device']}: min_replicas 0\n{b.get('answered')} of "

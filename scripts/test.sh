@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cpu_env.sh
 bash lab/prometheus.sh  # the monitoring test scrapes Ray with a real Prometheus server
-python -m pytest tests notebook.ipynb --nbmake --nbmake-timeout="$CELL_TIMEOUT_S" -v "$@"
+python -m pytest tests notebook.ipynb --nbmake --nbmake-timeout="$CELL_TIMEOUT_S" -v --durations=15 "$@"

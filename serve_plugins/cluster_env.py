@@ -15,8 +15,8 @@ from pathlib import Path
 from serve_plugins import haproxy_files
 
 # Ray Serve LLM's high-throughput mode: HAProxy on port 8000 instead of Serve's Python proxy, gRPC
-# between replicas, and the engine's replica answering HTTP itself (0.97x to 1.06x of plain vLLM's
-# throughput where Serve's Python proxy kept 0.62x to 0.84x: docs/benchmark.md).
+# between replicas, and the engine's replica answering HTTP itself (docs/benchmark.md measures it
+# against plain vLLM and against Serve's default mode).
 HIGH_THROUGHPUT = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",

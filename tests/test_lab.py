@@ -1,5 +1,5 @@
 """The lab's shape: one entry point lists and runs every experiment, each with a smoke mode; the
-tutorial imports nothing of the lab, and no folder imports one that imports it back. Nothing is started."""
+tutorial imports nothing of the lab, serve_plugins nothing of the rest, and no folder imports one that imports it back. Nothing is started."""
 
 import ast
 import importlib
@@ -13,7 +13,7 @@ import pytest
 from lab import EXPERIMENTS
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDERS = ("tutorial", "lab", "scripts", "ci", "tests")
+FOLDERS = ("serve_plugins", "tutorial", "lab", "scripts", "ci", "tests")
 
 
 def imported_folders(folder: str) -> set[str]:
@@ -43,7 +43,8 @@ def test_every_experiment_runs_one_way_and_has_a_smoke_mode(name):
 
 def test_the_tutorial_imports_nothing_of_the_lab_and_no_folder_imports_back():
     graph = {folder: imported_folders(folder) for folder in FOLDERS}
-    assert graph["tutorial"] == set(), graph
+    # What Ray loads imports nothing of the rest; the tutorial's helpers import only that.
+    assert graph["serve_plugins"] == set() and graph["tutorial"] == {"serve_plugins"}, graph
     cycles = [(a, b) for a in FOLDERS for b in graph[a] if a in graph.get(b, set())]
     assert cycles == [], graph
 

@@ -41,10 +41,11 @@ def test_the_launch_recipe_sets_the_notebooks_environment(monkeypatch, tmp_path)
     environ: dict = {}
     for cell in CODE[:[i for i, c in enumerate(CODE) if "ray get-auth-token" in c][0]]:
         if re.search(r"os\.environ(\[.*\] =|\.update|\.setdefault)", cell):
-            exec(cell, {"os": SimpleNamespace(environ=environ)})
+            # Its own `import os` left out, so the cell writes into `environ`, not this process's environment.
+            exec(cell.replace("import os\n", ""), {"os": SimpleNamespace(environ=environ)})
     deployment = launch.Deployment("serve_llama_3_1_70b:app", {}, tmp_path / "log", ready_s=1)
     ours = {k: v for k, v in deployment.env.items() if k in environ}
-    assert ours == environ and deployment.env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert environ and ours == environ and deployment.env["RAY_USAGE_STATS_ENABLED"] == "0"
 
 
 def test_extra_nodes_join_the_head_with_their_own_gpus_ports_and_one_proxy():

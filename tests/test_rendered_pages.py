@@ -91,15 +91,18 @@ def test_every_committed_plot_is_on_a_page():
 
 
 def test_the_outputs_the_tutorial_quotes_are_the_cpu_runs_own():
-    # Each ```text block of the notebook's prose is an excerpt of the committed CPU run: every line was printed there.
+    # Each ```text block of the notebook's prose, and each line it says a run "printed `...`", is an excerpt of
+    # the committed CPU run: every line was printed there.
     notebook = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
     run = nbformat.read(ROOT / "docs/results/cpu-notebook.ipynb", as_version=4)
-    printed = {line for c in run.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    printed = {line.strip() for c in run.cells if c.cell_type == "code" for o in c.get("outputs", [])
                for line in o.get("text", "").splitlines()}
-    excerpts = [b for c in notebook.cells if c.cell_type == "markdown" for b in re.findall(r"```text\n(.*?)\n```", c.source, re.S)]
-    assert len(excerpts) >= 3
-    for block in excerpts:
-        assert set(block.splitlines()) <= printed, set(block.splitlines()) - printed
+    prose = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    excerpts = [line for s in prose for b in re.findall(r"```text\n(.*?)\n```", s, re.S) for line in b.splitlines()]
+    excerpts += [q for s in prose for quoted in re.findall(r"printed (`[^`]+`(?:(?:, | and )`[^`]+`)*)", s)
+                 for q in re.findall(r"`([^`]+)`", quoted)]
+    assert len(excerpts) >= 6
+    assert {line.strip() for line in excerpts} <= printed, {line.strip() for line in excerpts} - printed
 
 
 @pytest.mark.parametrize("notebook", EXECUTED, ids=lambda p: p.name)
