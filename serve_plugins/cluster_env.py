@@ -30,8 +30,8 @@ HIGH_THROUGHPUT = {
 # The longest answer the 70B config admits is max_model_len tokens; at SLOWEST_TOKENS_PER_S, a rate
 # below the ~15 tokens/s a stream got from an overloaded 70B-shaped replica (docs/scaling.md), it
 # lasts 32768 / 10 = 55 minutes. The cost: after each reload, the old HAProxy process and its idle
-# connections linger up to this long, and Ray keeps a stopped replica's ports out of use 30 s longer
-# (RAY_SERVE_PORT_QUARANTINE_S follows this setting).
+# connections linger up to this long, and Ray keeps a stopped replica's ports out of use for this long
+# plus 30 s (RAY_SERVE_PORT_QUARANTINE_S follows this setting).
 SLOWEST_TOKENS_PER_S = 10
 HARD_STOP_AFTER_S = 3600
 

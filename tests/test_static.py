@@ -153,6 +153,11 @@ def test_the_stream_deadline_covers_the_longest_answer_the_config_admits(configs
     # HAProxy's old process outlives a reload this long; a slower or longer answer would be cut.
     longest_s = configs["default"]["engine_kwargs"]["max_model_len"] / cluster_env.SLOWEST_TOKENS_PER_S
     assert longest_s <= cluster_env.HARD_STOP_AFTER_S < 2 * longest_s
+    # Its cost, as cluster_env.py states it: Ray keeps a stopped replica's ports out of use that long plus 30 s.
+    import importlib.util
+
+    ray_dir = Path(importlib.util.find_spec("ray").origin).parent
+    assert "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S + 30" in (ray_dir / "serve/_private/constants.py").read_text()
 
 
 def test_haproxys_files_are_where_only_the_reader_can_enter(tmp_path, monkeypatch):
