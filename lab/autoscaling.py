@@ -161,15 +161,20 @@ START_MARKS = (
 )
 
 
+def timed_lines(logs: Path) -> list:
+    """(time, line) of every timestamped line in the session's log files, colour codes removed."""
+    year = datetime.date.today().year
+    return [(t, line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
+            for raw in f.read_text(errors="replace").splitlines()
+            if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), year))]
+
+
 def replica_start(logs: Path, answered: float | None) -> dict:
     """From the autoscaler's decision to add the second engine replica to that replica's first answer
     (`answered`, a wall-clock time), in phases read from Ray's logs of the session: Serve's controller
     log for the decision, and every process's log for the engine's steps after it (the first replica
     had started before)."""
-    year = datetime.date.today().year
-    timed = [(t, line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
-             for raw in f.read_text(errors="replace").splitlines()
-             if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), year))]
+    timed = timed_lines(logs)
     decided = min((t for t, line in timed if re.search(DECIDED, line)), default=None)
     if decided is None:
         return {"decided": False}

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from tutorial import teardown
 from serve_plugins import cluster_env
+from tutorial import teardown
 from tutorial.facts import HTTP_HOST, METRICS_PORT, MIN_CPUS, RAY_PORT
 from tutorial.ready import wait_until_ready
 

@@ -14,7 +14,6 @@ scale-to-zero-70b-<gpu>.json) and its plot; --smoke sends a smaller burst.
 """
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import matplotlib
 import psutil
 
 from lab import cold_start
-from lab.autoscaling import RAY_SESSION, START_MARKS, Load, replicas_now, stamp
+from lab.autoscaling import RAY_SESSION, START_MARKS, Load, replicas_now, stamp, timed_lines
 from lab.launch import Deployment
 from serve_plugins.api_key import KEY_ENV
 from tutorial import autoscaling, gpus, ready
@@ -93,10 +92,7 @@ def burst(clients: int, timeline: list, t0: float) -> dict:
 def phases(logs: Path, sent_at: float, first_ttft_s: float | None) -> dict:
     """From the burst to its first chunk, in phases read from Ray's logs: Serve's decision to go from 0
     to 1 replica, the engine's steps (the same marks as a replica added under load), the first chunk."""
-    year = datetime.date.today().year
-    timed = [(t, line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
-             for raw in f.read_text(errors="replace").splitlines()
-             if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), year))]
+    timed = timed_lines(logs)
     decided = [t for t, line in timed if re.search(DECIDED, line) and t.timestamp() >= sent_at - 5]
     if not decided or first_ttft_s is None:
         return {"decided": bool(decided)}

@@ -5,6 +5,7 @@ notebook's environment (serve_plugins/cluster_env.py) with the API key check on.
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 

@@ -79,11 +79,10 @@ def cpu_autoscale() -> dict:
     return out
 
 
-def cpu_scale_to_zero() -> dict:
-    out = cpu()
-    # No replica while idle: the first request starts one, and 20 quiet seconds stop it again.
-    out["autoscaling_config"] = dict(min_replicas=0, max_replicas=1, downscale_delay_s=20)
-    return out
+def scale_to_zero(profile: dict, downscale_delay_s: float) -> dict:
+    """`profile` with no replica while idle: the first request starts one, and `downscale_delay_s`
+    quiet seconds stop it again."""
+    return {**profile, "autoscaling_config": dict(min_replicas=0, max_replicas=1, downscale_delay_s=downscale_delay_s)}
 
 
 def _node_gpu(profile: str) -> tuple[str, int]:
@@ -177,9 +176,8 @@ NO_MULTICAST_FUSION = dict(compilation_config=dict(pass_config=dict(fuse_allredu
 PROFILES = {"cpu": cpu, "cpu-autoscale": cpu_autoscale, "gpu": gpu, "rehearsal": rehearsal,
             "rehearsal-fp8": lambda: rehearsal("fp8"), "rehearsal-autoscale": rehearsal_autoscale,
             "rehearsal-fp8-autoscale": lambda: rehearsal_autoscale("fp8"),
-            "cpu-scale-to-zero": cpu_scale_to_zero,
-            "rehearsal-fp8-scale-to-zero": lambda: {**rehearsal("fp8"), "autoscaling_config": dict(
-                min_replicas=0, max_replicas=1, downscale_delay_s=60)}}
+            "cpu-scale-to-zero": lambda: scale_to_zero(cpu(), 20),
+            "rehearsal-fp8-scale-to-zero": lambda: scale_to_zero(rehearsal("fp8"), 60)}
 
 
 DEFAULT = "70b"  # the explicit name of "unset": the 70B config, unchanged
