@@ -147,3 +147,16 @@ def test_workflow_passes_its_linters(tool, args):
     assert exe, f"{tool} is not installed: pip install -r requirements-checks.txt"
     out = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_anyscale_deploy_adds_the_token_to_service_yaml(monkeypatch, tmp_path):
+    from tutorial import anyscale_service
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no token file of this machine's
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="no Hugging Face token"):
+        anyscale_service.config_with_token()
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    config = anyscale_service.config_with_token()
+    assert config.env_vars == {**cluster_env.SHARED, "HF_TOKEN": "hf_not_a_real_token"}
+    assert config.name == "deploy-llama-3-70b"
