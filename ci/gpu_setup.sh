@@ -15,9 +15,17 @@ export_var() {  # NAME VALUE: for this shell and, on Actions, for later steps
 if [ -n "${WHEELHOUSE_PARTS:-}" ]; then
   python3 ci/wheelhouse.py install --parts "$WHEELHOUSE_PARTS" --target "$PWD/.gpu-site"
   export_var PYTHONPATH "$PWD/.gpu-site${PYTHONPATH:+:$PYTHONPATH}"
+  # ci/gpu_notebook.sh and the notebook's cells call `python`, which a runner may lack.
+  mkdir -p .gpu-site/bin && printf '#!/bin/sh\nexec python3 "$@"\n' > .gpu-site/bin/python && chmod +x .gpu-site/bin/python
   export_var PATH "$PWD/.gpu-site/bin:$PATH"
 else
   SKIP_WEIGHTS=1 bash scripts/gpu_setup.sh
   export_var PATH "$PWD/.venv-gpu/bin:$PATH"
 fi
-python3 -c "import ray, vllm, torch; print('ray', ray.__version__, 'vllm', vllm.__version__, 'torch', torch.__version__, 'GPUs', torch.cuda.device_count())"
+python -c "
+import ray, torch, vllm
+n = torch.cuda.device_count()
+print('ray', ray.__version__, 'vllm', vllm.__version__, 'torch', torch.__version__, 'GPUs', n)
+if n == 0:
+    raise SystemExit('gpu_setup: torch sees no GPU on this runner')
+"
