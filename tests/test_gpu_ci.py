@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,106 @@ def test_workflow_gpu_profile_and_70b_job():
     small, big = WORKFLOW["jobs"]["small-model-one-gpu"], WORKFLOW["jobs"]["llama-70b-eight-gpus"]
     assert small["env"]["LLM_PROFILE"] == "gpu"
     assert big["env"]["LLM_PROFILE"] == "70b" and "gpu-8x" in big["runs-on"]
+
+
+def _where(node, path=""):
+    """(path, text) of every string in the workflow."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _where(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _where(v, f"{path}[{(v.get('name') or i) if isinstance(v, dict) else i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def test_no_pull_request_reaches_the_self_hosted_runner():
+    # A fork's pull request would run its code on the host that later holds HF_TOKEN.
+    triggers = WORKFLOW.get("on", WORKFLOW.get(True))  # YAML 1.1 reads the key `on` as True
+    assert not {"pull_request", "pull_request_target"} & set(triggers), triggers
+
+
+def test_the_token_reaches_only_the_step_that_downloads_the_weights():
+    uses = [path for path, text in _where(WORKFLOW) if "secrets." in text]
+    assert uses == [".jobs.llama-70b-eight-gpus.steps[Run the notebook under nbmake].env.HF_TOKEN"], uses
+
+
+def test_gpu_jobs_queue_on_one_concurrency_group_and_are_never_cancelled_mid_run():
+    assert WORKFLOW["concurrency"] == {"group": "gpu-runner", "cancel-in-progress": False}
+    assert not [name for name, job in WORKFLOW["jobs"].items() if "concurrency" in job]
+
+
+def _step_names(job: dict) -> list[str]:
+    return [s.get("run", s.get("uses", "")) for s in job["steps"]]
+
+
+def test_each_job_first_stops_a_cluster_an_earlier_job_leaked():
+    # The checkout cleans the working tree, so the record of our sessions lives outside it.
+    assert WORKFLOW["env"]["TUTORIAL_CLUSTER_RECORD"].startswith("~/")
+    for name, job in WORKFLOW["jobs"].items():
+        runs = _step_names(job)
+        assert runs.index("bash ci/gpu_setup.sh") < runs.index("python3 -m tutorial.teardown") \
+            < runs.index("bash ci/gpu_notebook.sh"), name
+    record = subprocess.run([sys.executable, "-c", "from tutorial import teardown; print(teardown.RECORD)"],
+                            cwd=ROOT, capture_output=True, text=True, check=True,
+                            env={**os.environ, "TUTORIAL_CLUSTER_RECORD": WORKFLOW["env"]["TUTORIAL_CLUSTER_RECORD"]})
+    assert record.stdout.strip() == str(Path.home() / ".cache/ray-serve-llm-tutorial/cluster.json")
+
+
+def test_the_70b_job_runs_on_the_gpu_type_its_input_names(tmp_path, monkeypatch):
+    big = WORKFLOW["jobs"]["llama-70b-eight-gpus"]
+    triggers = WORKFLOW.get("on", WORKFLOW.get(True))
+    assert triggers["workflow_dispatch"]["inputs"]["accelerator_type"]["default"] == "A100-40G"
+    assert big["env"]["ACCELERATOR_TYPE"] == "${{ inputs.accelerator_type }}"  # env, never spliced into a script
+    runs = _step_names(big)
+    assert runs.index('python3 ci/set_accelerator.py "$ACCELERATOR_TYPE"') < runs.index("bash ci/gpu_notebook.sh")
+
+    from ci import set_accelerator
+
+    for name in ("serve_llama_3_1_70b.py", "notebook.ipynb"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.setattr(set_accelerator, "DEPLOY_FILE", tmp_path / "serve_llama_3_1_70b.py")
+    monkeypatch.setattr(set_accelerator, "NOTEBOOK", tmp_path / "notebook.ipynb")
+    assert set_accelerator.main(['H100"\nimport os']) == 2  # a crafted input changes nothing
+    assert set_accelerator.main(["H100"]) == 0
+    for name in ("serve_llama_3_1_70b.py", "notebook.ipynb"):
+        before, after = (ROOT / name).read_text().splitlines(), (tmp_path / name).read_text().splitlines()
+        changed = [(a, b) for a, b in zip(before, after) if a != b]
+        assert len(before) == len(after) and len(changed) == 1, (name, changed)
+        assert "A100-40G" in changed[0][0] and changed[0][1] == changed[0][0].replace("A100-40G", "H100")
+
+
+def _fake_wheel(folder: Path, name: str, body: str) -> None:
+    with zipfile.ZipFile(folder / f"{name}-0.0-py3-none-any.whl", "w") as whl:
+        whl.writestr(f"{name}/__init__.py", f"__version__ = '0.0'\n{body}")
+        whl.writestr(f"{name}-0.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0\n")
+        whl.writestr(f"{name}-0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr(f"{name}-0.0.dist-info/RECORD", "")
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_the_runners_offline_setup_provides_python_and_stops_without_a_gpu(tmp_path, gpus):
+    # The wheelhouse branch on a runner with python3 but no `python`: stand-ins for ray, vllm and
+    # torch, whose torch sees `gpus` GPUs.
+    repo, wheels = tmp_path / "repo", tmp_path / "wheels"
+    shutil.copytree(ROOT / "ci", repo / "ci")
+    wheels.mkdir()
+    for name in ("ray", "vllm"):
+        _fake_wheel(wheels, name, "")
+    _fake_wheel(wheels, "torch", f"class cuda:\n    device_count = staticmethod(lambda: {gpus})\n")
+    wheelhouse.main(["pack", "--wheels", str(wheels), "--out", str(tmp_path / "parts"), "--part-mib", "1"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "mkdir", "chmod"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    out = subprocess.run(["bash", "ci/gpu_setup.sh"], cwd=repo, capture_output=True, text=True, timeout=300,
+                         env={"PATH": str(bin_dir), "WHEELHOUSE_PARTS": str(tmp_path / "parts")})
+    assert (repo / ".gpu-site/bin/python").is_file(), out.stdout + out.stderr
+    assert f"GPUs {gpus}" in out.stdout, out.stdout + out.stderr
+    assert (out.returncode, "sees no GPU" in out.stderr) == ((1, True) if gpus == 0 else (0, False)), out.stderr
 
 
 def _random_files(folder: Path, sizes: list[int]) -> dict[str, bytes]:

@@ -5,11 +5,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from tutorial import ready, teardown
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wait_gives_up_at_its_deadline_with_the_reason(capsys):
@@ -63,3 +66,18 @@ def test_teardown_refuses_to_adopt_its_own_session(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="setsid --wait ray start"):
         teardown.remember_session(os.getpid())
     assert not teardown.RECORD.exists()
+
+
+def test_a_test_that_leaves_a_ray_process_fails_naming_it(tmp_path):
+    # conftest.py as a plugin over a test file of its own: the file starts a process that looks
+    # like Ray's raylet in a session of its own, as `ray start` does, and never stops it.
+    (tmp_path / "test_leak.py").write_text(
+        "import subprocess\n"
+        "def test_starts_ray_and_forgets():\n"
+        "    subprocess.Popen(['bash', '-c', 'exec -a raylet-of-the-leak sleep 600'], start_new_session=True)\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q",
+                          str(tmp_path / "test_leak.py")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "test_leak.py left Ray running" in out.stdout, out.stdout + out.stderr
+    assert "raylet-of-the-leak" in out.stdout
+    assert not [p for p in teardown.ray_processes() if "raylet-of-the-leak" in " ".join(p.cmdline())]  # and stopped

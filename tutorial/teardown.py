@@ -30,8 +30,10 @@ from serve_plugins import haproxy_files
 from tutorial.facts import DASHBOARD_PORT, HTTP_PORT, RAY_PORT
 
 PORT = HTTP_PORT
-# What the tutorial adopted; ignored by git.
-RECORD = Path(__file__).resolve().parent.parent / ".tutorial-cluster.json"
+# What the tutorial adopted; ignored by git. A CI runner keeps it outside the checkout
+# (TUTORIAL_CLUSTER_RECORD), so that a cluster one job leaked is still known as ours to the next.
+RECORD = Path(os.environ.get("TUTORIAL_CLUSTER_RECORD")
+              or Path(__file__).resolve().parent.parent / ".tutorial-cluster.json").expanduser()
 RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it, `ray stop` deletes it
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # new at every boot
 # Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
@@ -115,6 +117,7 @@ def sessions() -> list[int]:
 
 def _write(entries: list[dict]) -> None:
     if entries:
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
         RECORD.write_text(json.dumps({"sessions": entries}, indent=1))
     else:
         RECORD.unlink(missing_ok=True)
@@ -161,14 +164,20 @@ def ours() -> list[psutil.Process]:
     return in_sessions(set(sessions()))
 
 
-def foreign() -> list[str]:
-    """Ray or vLLM processes, and a listener on port 8000, that the tutorial did not start."""
-    mine = {p.pid for p in ours()}
+def ray_processes() -> list[psutil.Process]:
+    """Every running Ray, vLLM or HAProxy process on the machine, whoever started it."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if p.pid not in mine and p.pid != os.getpid() and any(m in cmd for m in PROCESS_MARKS):
-            found.append(describe(p))
+        if p.pid != os.getpid() and any(m in cmd for m in PROCESS_MARKS):
+            found.append(p)
+    return found
+
+
+def foreign() -> list[str]:
+    """Ray or vLLM processes, and a listener on port 8000, that the tutorial did not start."""
+    mine = {p.pid for p in ours()}
+    found = [describe(p) for p in ray_processes() if p.pid not in mine]
     owner = listener(PORT)
     if port_open() and (owner is None or owner.pid not in mine):
         found.append(f"port {PORT}: {describe(owner)}")
@@ -185,7 +194,8 @@ def leftovers() -> list[str]:
     return left
 
 
-def _stop(procs: list[psutil.Process]) -> None:
+def stop(procs: list[psutil.Process]) -> None:
+    """Terminate, then kill what is left after a third of the grace period."""
     for p in procs:
         try:
             p.terminate()
@@ -232,9 +242,9 @@ def shutdown() -> None:
     raylets = [p for p in procs if _name(p) == "raylet"]
     gcs = [p for p in procs if _name(p) == "gcs_server"]
     for bucket in (raylets, [p for p in procs if p not in raylets + gcs], gcs):
-        _stop(bucket)
+        stop(bucket)
     time.sleep(1)
-    _stop(in_sessions({e["sid"] for e in entries}))  # anything the first round started on its way out
+    stop(in_sessions({e["sid"] for e in entries}))  # anything the first round started on its way out
     deadline = time.monotonic() + GRACE_S
     while any(port_open(port) for port in held) and time.monotonic() < deadline:
         time.sleep(0.5)
