@@ -19,15 +19,20 @@ GIB = 1024**3
 MODELS_DIR = Path(__file__).resolve().parent / "model_configs"
 MODELS = {p.stem: p for p in sorted(MODELS_DIR.glob("*.json"))}
 
-# Memory as the CUDA runtime reports it (cudaMemGetInfo's total), which is what vLLM multiplies
-# by gpu_memory_utilization; slightly below the marketing figure and nvidia-smi's.
-GPUS = {
-    "A100-40G": 39.39,
-    "A100-80G": 79.15,
-    "L40S": 44.31,
-    "H100": 79.19,
-    "H200": 139.81,
+# The GPUs planned for, by Ray's accelerator_type: memory as the CUDA runtime reports it
+# (cudaMemGetInfo's total, what vLLM multiplies by gpu_memory_utilization; slightly below the
+# marketing figure and nvidia-smi's), the name nvidia-smi prints, and the nvidia.com/gpu.product
+# label NVIDIA's GPU feature discovery puts on a Kubernetes node.
+GPU_TABLE = {
+    "A100-40G": (39.39, "NVIDIA A100-SXM4-40GB", "NVIDIA-A100-SXM4-40GB"),
+    "A100-80G": (79.15, "NVIDIA A100-SXM4-80GB", "NVIDIA-A100-SXM4-80GB"),
+    "L40S": (44.31, "NVIDIA L40S", "NVIDIA-L40S"),
+    "H100": (79.19, "NVIDIA H100 80GB HBM3", "NVIDIA-H100-80GB-HBM3"),
+    "H200": (139.81, "NVIDIA H200", "NVIDIA-H200"),
 }
+GPUS = {gpu: gib for gpu, (gib, _, _) in GPU_TABLE.items()}  # GiB
+GPU_NAMES = {gpu: name for gpu, (_, name, _) in GPU_TABLE.items()}  # nvidia-smi
+GPU_PRODUCTS = {gpu: label for gpu, (_, _, label) in GPU_TABLE.items()}  # Kubernetes node label
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92  # vLLM 0.26's default (0.9 before)
 BLOCK_SIZE = 16  # tokens per KV cache block; vLLM rounds the cache down to whole blocks
 REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")

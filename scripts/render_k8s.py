@@ -14,16 +14,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from serve_plugins.cluster_env import SHARED  # noqa: E402  (the repository's package, run as a script)
+import capacity  # noqa: E402  (the repository's modules, run as a script)
+from serve_plugins.cluster_env import SHARED  # noqa: E402
 
 SERVE_CONFIG = ROOT / "serve_config.yaml"
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"
 # The Ray of the GPU stack this tutorial pins, read from where it is pinned.
 RAY_VERSION = re.search(r"^ray\[[\w,]+\]==(\S+)", (ROOT / "requirements-gpu.txt").read_text(), re.M).group(1)
 IMAGE = f"rayproject/ray-llm:{RAY_VERSION}-py312-cu130"  # Ray's LLM image: Ray, vLLM 0.26 (CUDA 13)
-# The label NVIDIA's GPU feature discovery puts on a node, for each accelerator_type we plan for.
-GPU_PRODUCT = {"A100-40G": "NVIDIA-A100-SXM4-40GB", "A100-80G": "NVIDIA-A100-SXM4-80GB", "H100": "NVIDIA-H100-80GB-HBM3",
-               "H200": "NVIDIA-H200", "L40S": "NVIDIA-L40S"}
 HEADER = """\
 # Generated from serve_config.yaml by scripts/render_k8s.py; do not edit by hand.
 # The 70B behind KubeRay: kubectl apply -f k8s/rayservice.yaml (see the notebook's
@@ -73,7 +71,7 @@ def manifest() -> dict:
         "maxReplicas": replicas["max_replicas"],
         "rayStartParams": {},
         "template": {"spec": {
-            "nodeSelector": {"nvidia.com/gpu.product": GPU_PRODUCT[llm["accelerator_type"]]},
+            "nodeSelector": {"nvidia.com/gpu.product": capacity.GPU_PRODUCTS[llm["accelerator_type"]]},
             "containers": [{
                 **container("ray-worker"),
                 "resources": {"requests": {"cpu": "32", "memory": "320Gi", "nvidia.com/gpu": str(gpus)},

@@ -100,4 +100,4 @@ def test_the_notebook_gpu_table_is_the_planners():
     from tutorial.gpus import ray_gpu_type
 
     for name, gib in capacity.GPUS.items():
-        assert name in ray_gpu_type(capacity_plot.GPU_NAMES[name], int(gib * 1024) + 1024)
+        assert name in ray_gpu_type(capacity.GPU_NAMES[name], int(gib * 1024) + 1024)

@@ -32,9 +32,6 @@ def table() -> str:
     return "\n".join(rows)
 
 
-# The GPU as nvidia-smi names it, and the accelerator_type Ray gives it (ray._private.accelerators).
-GPU_NAMES = {"A100-40G": "NVIDIA A100-SXM4-40GB", "A100-80G": "NVIDIA A100-SXM4-80GB", "L40S": "NVIDIA L40S",
-             "H100": "NVIDIA H100 80GB HBM3", "H200": "NVIDIA H200"}
 TENSOR_PARALLEL_SIZES = [1, 2, 4, 8]
 
 
@@ -52,7 +49,7 @@ def gpu_table() -> str:
     """Markdown: per GPU type, the accelerator_type to set and the smallest tensor-parallel size for the 70B."""
     rows = ["| GPU (`nvidia-smi`) | `accelerator_type` | tensor parallel, bf16 weights | tensor parallel, fp8 weights |",
             "|---|---|---|---|"]
-    for gpu, name in GPU_NAMES.items():
+    for gpu, name in capacity.GPU_NAMES.items():
         rows.append(f"| {name} | `\"{gpu}\"` | {smallest_replica(gpu, 'bf16')} | {smallest_replica(gpu, 'fp8')} |")
     return "\n".join(rows)
 
