@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from lab import ROOT, probes
+from lab import ROOT
 from lab.launch import Deployment
 from serve_plugins import cluster_env, haproxy_files, haproxy_guard
 from serve_plugins.api_key import KEY_ENV
@@ -163,8 +163,8 @@ def wrong_keys(run: Run) -> dict:
 
 def replica_http_ports() -> dict[int, str]:
     """The loopback HTTP servers of Serve's replicas, which HAProxy forwards to: {port: process name}."""
-    return {port: name for address, port, name in probes.listening()
-            if address == "127.0.0.1" and name.startswith("ray::ServeReplica")}
+    named = [(address, port, access.name(owner)) for address, port, owner in access.listening()]
+    return {port: name for address, port, name in named if address == "127.0.0.1" and name.startswith("ray::ServeReplica")}
 
 
 def skipping_haproxy(run: Run) -> dict:
@@ -474,8 +474,7 @@ def outside_address(run: Run) -> dict:
     if OUTSIDE is None:
         return {"skipped": "this host has no non-loopback IPv4 address"}
     ours = {p.pid: p for p in teardown.ours()}
-    listening = {c.laddr.port: ours[c.pid].name() for c in psutil.net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN and c.pid in ours}
+    listening = {port: access.name(owner) for _, port, owner in access.listening() if owner and owner.pid in ours}
     seen = {port: {"process": name, **knock(port)} for port, name in sorted(listening.items())}
     return {"outside_address": {str(port): s for port, s in seen.items()},
             "must_refuse": [facts.HTTP_PORT, facts.DASHBOARD_PORT, facts.RAY_PORT, facts.METRICS_PORT,
@@ -511,7 +510,7 @@ def slow_client(run: Run) -> dict:
 def haproxy_killed(run: Run) -> dict:
     # Every HAProxy that listens on 8000 (during one of Serve's reloads, the old one may still do).
     victims = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"
-               and any(c.laddr.port == facts.HTTP_PORT and c.status == psutil.CONN_LISTEN for c in p.net_connections())]
+               and access.listens_on(p, facts.HTTP_PORT)]
     if not victims:
         raise RuntimeError("no HAProxy listens on port 8000")
     # A pause between requests: while nothing listens, each fails at once.

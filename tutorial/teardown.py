@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from serve_plugins import haproxy_files
+from tutorial import access
 from tutorial.facts import DASHBOARD_PORT, HTTP_PORT, RAY_PORT
 
 PORT = HTTP_PORT
@@ -53,13 +54,7 @@ def port_open(port: int = PORT) -> bool:
 def listener(port: int) -> psutil.Process | None:
     """The process listening on `port`; None when nothing does, or the owner is not visible
     (another user's process: /proc hides its sockets)."""
-    for c in psutil.net_connections(kind="tcp"):
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
-            try:
-                return psutil.Process(c.pid)
-            except psutil.NoSuchProcess:
-                return None
-    return None
+    return next((owner for _, _, owner in access.listening(port) if owner), None)
 
 
 def describe(p: psutil.Process | None) -> str:
