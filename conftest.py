@@ -1,31 +1,44 @@
 """Two checks around the tests: nothing of Ray is left behind, and the notebook is torn down.
 
-Every test file must leave no Ray, vLLM or HAProxy process that was not running before its first
-test (its module-scoped deployment included): the file's last test fails, naming the processes,
-which are then stopped so that no later test is blamed. After the notebook runs under nbmake,
-whose first failing cell stops it before its own Shut down cell, teardown runs, pass or fail, and
-fails the test if port 8000 still listens or a process of ours remains.
+Every process a test starts inherits a mark of this test run in its environment (Ray's daemons,
+workers, engines and HAProxy included), so a program running beside the tests is never taken for
+ours. After each test file, its module-scoped deployment included, no marked Ray, vLLM or HAProxy
+process may remain: the file's last test fails, naming them, and they are stopped, so that no later
+test is blamed. After the notebook runs under nbmake, whose first failing cell stops it before its
+own Shut down cell, teardown runs, pass or fail, and fails the test if port 8000 still listens or a
+process of ours remains.
 """
 
+import os
 import subprocess
 import sys
 import time
+import uuid
 
+import psutil
 import pytest
 
 from tutorial import teardown
 
-BEFORE: dict = {}  # test file -> pids of Ray processes running before its first test
+RUN_MARK = "TUTORIAL_TEST_RUN"
+os.environ[RUN_MARK] = uuid.uuid4().hex  # before any test module copies the environment
 EXIT_S = 30  # time for processes that are already shutting down to exit
 
 
-def pytest_runtest_setup(item):
-    BEFORE.setdefault(item.path, {p.pid for p in teardown.ray_processes()})
+def _ours() -> list[psutil.Process]:
+    found = []
+    for p in teardown.ray_processes():
+        try:
+            if p.environ().get(RUN_MARK) == os.environ[RUN_MARK]:
+                found.append(p)
+        except psutil.Error:  # gone, or another account's
+            pass
+    return found
 
 
-def _left_since(pids: set[int]) -> list:
+def _left() -> list[psutil.Process]:
     deadline = time.monotonic() + EXIT_S
-    while (left := [p for p in teardown.ray_processes() if p.pid not in pids]) and time.monotonic() < deadline:
+    while (left := _ours()) and time.monotonic() < deadline:
         time.sleep(1)
     return left
 
@@ -44,7 +57,7 @@ def pytest_runtest_teardown(item, nextitem):
     finally:
         problems = [_notebook_teardown(item)] if item.path.suffix == ".ipynb" else []
         if nextitem is None or nextitem.path != item.path:
-            if left := _left_since(BEFORE.pop(item.path)):
+            if left := _left():
                 problems.append(f"{item.path.name} left Ray running: " + "; ".join(teardown.describe(p) for p in left))
                 teardown.stop(left)
         if problems := [p for p in problems if p]:

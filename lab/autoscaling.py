@@ -154,19 +154,19 @@ def requests_per_replica() -> dict:
 DECIDED = r"Upscaling Deployment\(name='LLMServer[^']*'.* from 1 to 2 replicas"
 START_MARKS = (
     ("Serve places the replica; it starts and imports vLLM", r"Initializing a V1 LLM engine"),
-    ("workers start, weights load", r"Model loading took"),
+    ("workers start, weights load", cold_start.WEIGHTS_LOADED),
     ("profile, KV cache, compile, CUDA graphs", r"init engine \(profile, create kv cache, warmup model\) took"),
-    ("engine hands over to Serve", r"Started vLLM engine"),
     ("Serve marks the replica running", r"Replica\(id='\w+', deployment='LLMServer[^']*'.* started successfully"),
 )
 
 
 def timed_lines(logs: Path) -> list:
-    """(time, line) of every timestamped line in the session's log files, colour codes removed."""
-    year = datetime.date.today().year
+    """(time, line) of every timestamped line in the session's log files, colour codes removed. Ray
+    and vLLM stamp local time: the session's processes share this process's zone (lab/launch.py)."""
+    now, zone = datetime.datetime.now(datetime.timezone.utc), cold_start.local_zone()
     return [(t, line) for f in sorted(logs.rglob("*")) if f.suffix in (".log", ".out", ".err")
             for raw in f.read_text(errors="replace").splitlines()
-            if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), year))]
+            if (t := cold_start.line_time(line := cold_start.ANSI.sub("", raw), now, zone))]
 
 
 def replica_start(logs: Path, answered: float | None) -> dict:
@@ -179,7 +179,7 @@ def replica_start(logs: Path, answered: float | None) -> dict:
     if decided is None:
         return {"decided": False}
     after = [line for t, line in timed if t >= decided]
-    phases, last = cold_start.gaps(after, START_MARKS, decided)
+    phases, last = cold_start.gaps(after, START_MARKS, decided, cold_start.local_zone())
     if answered is not None:
         # HAProxy's health checks put it in rotation; Ray exports the engine's counters every few seconds.
         phases["HAProxy sends it requests; Ray's metrics show it answered"] = round(answered - last.timestamp(), 1)

@@ -1,6 +1,5 @@
 """One PNG from a lab/bench.py results file: output throughput and median TTFT per concurrency."""
 
-import json
 from pathlib import Path
 
 import matplotlib

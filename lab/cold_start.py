@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import re
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,20 +22,23 @@ import nbformat
 from lab import RESULTS
 from lab.notebook_results import launch_window, notebook_sha256, stream_text, time_to_ready
 
-# (phase, the log line that ends it), in start-up order. A phase whose line is missing (the
-# weights line of a run without workers, say) is merged into the next one.
+# (phase, the log line that ends it), in start-up order; each must be found, in this order, or the
+# reading stops with the mark's name. A tuple is patterns in order of preference: vLLM's GPU workers
+# print "Model loading took" just after "Loading weights took", its CPU worker only the latter.
+WEIGHTS_LOADED = (r"Model loading took", r"Loading weights took")
 MARKS = (
-    ("Serve starts (in the same cell as `serve run`)", r'Started Serve in namespace'),
     ("serve run imports the app", r"Deployment Options"),
     ("replica starts, imports vLLM, engine process", r"Initializing a V1 LLM engine"),
-    ("workers start, weights load", r"Model loading took"),
+    ("workers start, weights load", WEIGHTS_LOADED),
     ("profile, KV cache, compile, CUDA graphs", r"init engine \(profile, create kv cache, warmup model\) took"),
-    ("engine hands over to Serve", r"Started vLLM engine"),
     ("Serve marks the app ready", r"Application '[^']*' is ready"),
 )
-# Every phase name in start-up order, with the first phase of the H100 runs recorded before Serve had
-# a cell of its own (split in two since).
-PHASES = ("serve run imports the app and starts Serve", *(name for name, _ in MARKS), "readiness check answers")
+# Every phase name in start-up order, with those of runs recorded before Serve had a cell of its
+# own and while Ray still logged the engine's hand-over ("Started vLLM engine").
+PHASES = ("serve run imports the app and starts Serve", "Serve starts (in the same cell as `serve run`)",
+          "serve run imports the app", "replica starts, imports vLLM, engine process", "workers start, weights load",
+          "profile, KV cache, compile, CUDA graphs", "engine hands over to Serve", "Serve marks the app ready",
+          "readiness check answers")
 # What vLLM itself reports about its steps, in seconds.
 REPORTED = {
     "weights_s": r"Loading weights took ([\d.]+) seconds",
@@ -50,27 +52,59 @@ VLLM_TIME = re.compile(r"\b(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)\b")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def line_time(line: str, year: int) -> datetime.datetime | None:
-    """The timestamp of a Ray ("2026-11-25 04:40:16,778") or vLLM ("11-25 04:41:54") log line, in UTC."""
+class MissingMark(RuntimeError):
+    """A log line an experiment expects is not there (or out of order): its format changed upstream."""
+
+
+def local_zone() -> datetime.tzinfo:
+    """This process's time zone, which the Ray and vLLM processes it starts inherit (TZ included)."""
+    return datetime.datetime.now().astimezone().tzinfo
+
+
+def notebook_zone(nb) -> datetime.tzinfo:
+    """The zone of the log stamps in an executed notebook, which `python -m lab run notebook` records."""
+    offset = nb.metadata.get("lab", {}).get("log_utc_offset_s")
+    if offset is None:
+        raise MissingMark("the executed notebook does not record its log lines' time zone (metadata lab.log_utc_offset_s)")
+    return datetime.timezone(datetime.timedelta(seconds=offset))
+
+
+def line_time(line: str, near: datetime.datetime, zone: datetime.tzinfo) -> datetime.datetime | None:
+    """The timestamp of a Ray ("2026-11-25 04:40:16,778") or vLLM ("11-25 04:41:54") log line, both in
+    the local time of the process that wrote it (`zone`). vLLM's has no year: the one nearest `near`."""
     if m := RAY_TIME.search(line):
         y, mo, d, h, mi, s, ms = map(int, m.groups())
-        return datetime.datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=datetime.timezone.utc)
+        return datetime.datetime(y, mo, d, h, mi, s, ms * 1000, tzinfo=zone)
     if m := VLLM_TIME.search(line):
         mo, d, h, mi, s = map(int, m.groups())
-        return datetime.datetime(year, mo, d, h, mi, s, tzinfo=datetime.timezone.utc)
+        years = []
+        for y in (near.year - 1, near.year, near.year + 1):
+            try:
+                years.append(datetime.datetime(y, mo, d, h, mi, s, tzinfo=zone))
+            except ValueError:  # 29 February of a year without it
+                pass
+        return min(years, key=lambda t: abs(t - near))
     return None
 
 
-def gaps(lines: list[str], marks, start: datetime.datetime) -> tuple[dict, datetime.datetime]:
+def first_time(lines: list[str], pattern: str, near: datetime.datetime, zone) -> datetime.datetime | None:
+    """The earliest time of a line matching `pattern`."""
+    return min((t for line in lines if re.search(pattern, line) and (t := line_time(line, near, zone))), default=None)
+
+
+def gaps(lines: list[str], marks, start: datetime.datetime, zone: datetime.tzinfo) -> tuple[dict, datetime.datetime]:
     """{phase: seconds} from `start` to the earliest line of each of `marks` ((phase, pattern), in
-    order); a mark without a line, or whose line comes before the mark before it, merges into the next
-    phase. Also the last mark's time."""
+    order), and the last mark's time. A mark without a line, or whose line comes before the mark
+    before it, raises MissingMark with its name: never merged quietly into the next phase."""
     out, last = {}, start
-    for name, pattern in marks:
-        hit = min((t for line in lines if re.search(pattern, line) and (t := line_time(line, start.year))), default=None)
-        if hit is not None and hit >= last:
-            out[name] = round((hit - last).total_seconds(), 1)
-            last = hit
+    for name, patterns in marks:
+        patterns = (patterns,) if isinstance(patterns, str) else patterns
+        hit = next((t for p in patterns if (t := first_time(lines, p, start, zone))), None)
+        if hit is None or hit < last:
+            raise MissingMark(f"{name}: no log line matches /{'|'.join(patterns)}/"
+                              + ("" if hit is None else " after the mark before it"))
+        out[name] = round((hit - last).total_seconds(), 1)
+        last = hit
     return out, last
 
 
@@ -79,7 +113,7 @@ def phases(nb) -> dict:
     code = [c for c in nb.cells if c.cell_type == "code"]
     launch, start, end = launch_window(code)
     lines = [ANSI.sub("", line) for line in stream_text(launch).splitlines()]
-    out, last = gaps(lines, MARKS, start)
+    out, last = gaps(lines, MARKS, start, notebook_zone(nb))
     out["readiness check answers"] = round((end - last).total_seconds(), 1)
     text = "\n".join(lines)
     reported = {k: float(m.group(1)) for k, p in REPORTED.items() if (m := re.search(p, text))}

@@ -10,12 +10,15 @@ beside the original while it runs, so its cells run in the repository root.
 """
 
 import argparse
+import datetime
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import nbformat
 
 from lab import ROOT
 from lab.notebook_results import summarise_run
@@ -42,6 +45,10 @@ def main(argv: list[str], results: Path) -> int:
     rc = subprocess.run([sys.executable, "-m", "pytest", str(run), "--nbmake", "--overwrite",
                          f"--nbmake-timeout={ready_s + 300}", "-p", "no:cacheprovider", "-v"], cwd=ROOT, env=env).returncode
     print(f"notebook: pytest exited {rc} after {time.monotonic() - start:.0f} s", flush=True)
+    # Ray and vLLM stamp their log lines in local time; the reader of this notebook needs the zone.
+    nb = nbformat.read(run, as_version=4)
+    nb.metadata["lab"] = {"log_utc_offset_s": int(datetime.datetime.now().astimezone().utcoffset().total_seconds())}
+    nbformat.write(nb, run)
     results.mkdir(parents=True, exist_ok=True)
     summarise_run(run, rc, ANSWER, results / f"{name}.json", profile)
     shutil.move(run, results / f"{name}.ipynb")

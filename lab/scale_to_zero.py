@@ -97,7 +97,8 @@ def phases(logs: Path, sent_at: float, first_ttft_s: float | None) -> dict:
     if not decided or first_ttft_s is None:
         return {"decided": bool(decided)}
     out = {"request reaches Serve; Serve decides on a replica": round(min(decided).timestamp() - sent_at, 1)}
-    steps, last = cold_start.gaps([line for t, line in timed if t >= min(decided)], START_MARKS, min(decided))
+    steps, last = cold_start.gaps([line for t, line in timed if t >= min(decided)], START_MARKS, min(decided),
+                                   cold_start.local_zone())
     out.update(steps)
     out["HAProxy routes to it; the first chunk"] = round(sent_at + first_ttft_s - last.timestamp(), 1)
     return {"decided": True, "phases_s": out}

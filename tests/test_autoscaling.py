@@ -9,6 +9,8 @@ import pytest
 from lab import autoscaling
 from tutorial import teardown
 
+pytestmark = pytest.mark.deploys
+
 
 def test_scales_out_under_load_and_back(tmp_path):
     assert autoscaling.main(["--smoke"], tmp_path) == 0
@@ -22,9 +24,11 @@ def test_scales_out_under_load_and_back(tmp_path):
     assert len([n for n in result["requests_per_replica"].values() if n > 0]) >= 2  # both replicas served
     # From the autoscaler's decision to the second replica's first answer, phase by phase, from Ray's logs.
     start = result["replica_start_s"]
-    assert start["decided"] and list(start["phases_s"])[0] == autoscaling.START_MARKS[0][0], start
-    assert "Serve marks the replica running" in start["phases_s"], start
-    assert 0 < start["total_s"] == pytest.approx(sum(start["phases_s"].values()), abs=0.5)
+    # Every engine step's log line was found, in order (the reader stops on a missing one), and each
+    # phase is a gap between two of Ray's and vLLM's own stamps.
+    assert start["decided"] and list(start["phases_s"]) == [name for name, _ in autoscaling.START_MARKS] + [
+        "HAProxy sends it requests; Ray's metrics show it answered"], start
+    assert min(start["phases_s"].values()) >= 0, start
     assert result["tensor_parallel_size"] == 1 and result["model"] == "SmolLM2-135M-Instruct"
     assert any(point[5] for point in result["timeline"])  # median time to first chunk while loaded
     assert (tmp_path / "autoscaling-cpu.png").stat().st_size > 10_000

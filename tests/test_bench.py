@@ -52,6 +52,7 @@ def test_a_mode_switch_that_ray_ignores_is_named():
     assert bench.mode_mismatch({**tutorial_env, **bench.RAY_CONFIGS["python-proxy"]}, default) is None
 
 
+@pytest.mark.deploys
 def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
     out = tmp_path / "bench.json"
     with socket.socket() as s:
@@ -64,6 +65,7 @@ def test_a_taken_port_stops_the_bench_with_its_reason_and_no_results(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.deploys
 def test_reduced_sweep_on_cpu_answers_every_request_and_leaves_nothing(tmp_path):
     out = tmp_path / "bench-cpu.json"
     p = subprocess.run([sys.executable, "-m", "lab", "run", "bench", "--smoke", "--out", str(out), "--logdir", str(tmp_path)],

@@ -18,6 +18,8 @@ import pytest
 
 from tutorial import facts, metrics, ready, teardown
 
+pytestmark = pytest.mark.deploys
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, RAY_AUTH_MODE="token")
 ENV.pop("LLM_PROFILE", None)  # the 70B default: 8 x A100-40G

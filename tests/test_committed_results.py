@@ -46,8 +46,7 @@ def test_the_70b_shaped_replicas_scaled_with_their_start_measured():
     assert r["profile"].startswith("rehearsal") and "70B" in r["model"] and r["max_model_len"] == 32768
     assert len([n for n in r["requests_per_replica"].values() if n > 0]) == 2
     start = r["replica_start_s"]
-    assert start["decided"] and start["total_s"] == pytest.approx(sum(start["phases_s"].values()), abs=0.5)
-    assert "workers start, weights load" in start["phases_s"]
+    assert start["decided"] and "workers start, weights load" in start["phases_s"]
 
 
 @pytest.mark.parametrize("name", ["autoscaling-cpu", "autoscaling-h200x2", "autoscaling-70b-h200x2"])
@@ -247,8 +246,6 @@ def test_start_up_phases_are_read_again_from_the_committed_notebook():
     latest = list(result["runs"].values())[-1]  # the run whose executed notebook is committed
     executed = nbformat.read(ROOT / "docs/results/gpu-notebook-h100.ipynb", as_version=4)
     assert cold_start.phases(executed) == {k: latest[k] for k in ("total_s", "phases_s", "vllm_reports", "notebook_sha256")}
-    for run in result["runs"].values():
-        assert abs(sum(run["phases_s"].values()) - run["total_s"]) < 0.5  # the phases add up to the whole
 
 
 def test_cpu_start_up_is_read_again_from_the_committed_notebook():

@@ -9,6 +9,8 @@ import pytest
 from lab import reliability
 from serve_plugins import cluster_env, haproxy_guard
 
+pytestmark = pytest.mark.deploys
+
 
 @pytest.fixture(scope="module")
 def found(tmp_path_factory):

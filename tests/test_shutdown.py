@@ -23,6 +23,8 @@ from jupyter_client.manager import start_new_kernel
 
 from tutorial import teardown
 
+pytestmark = pytest.mark.deploys
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
