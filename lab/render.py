@@ -90,9 +90,13 @@ def stream_section(stream: dict) -> str:
     return page("bench-stream.md", locals())
 
 
-def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict, h200: dict) -> str:
+def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict, h200: dict,
+                   h200_again: dict) -> str:
     runs, load = _runs(bench), bench["load"]
     h200_runs = _runs(h200)
+    again = {c: _ratio(_runs(h200_again), "8b", "tutorial", c) for c in h200_again["load"]["concurrency"]}
+    again_text = ", ".join(f"{r:.2f}x at {c} clients" for c, r in again.items())
+    again_failed = sum(r["failed"] for r in h200_again["runs"])
     h200_ratios = {c: _ratio(h200_runs, "8b", "tutorial", c) for c in h200["load"]["concurrency"]}
     h200_missed = ", ".join(f"{r:.2f}x at {c} clients" for c, r in h200_ratios.items() if r < 0.95) or "nothing"
     h200_failed = sum(r["failed"] for r in h200["runs"])
@@ -291,10 +295,11 @@ def two_nodes_page(m: dict) -> str:
 
 PAGES = {
     "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json, "
-                     "bench-stream-h100.json and bench-h200.json",
+                     "bench-stream-h100.json, bench-h200.json and bench-256-h200.json",
                      lambda: benchmark_page(_load("bench-h100.json"), _load("bench-cap32-h100.json"),
                                             _load("bench-cap256-h100.json"), _load("bench-modes-h100.json"),
-                                            _load("bench-stream-h100.json"), _load("bench-h200.json"))),
+                                            _load("bench-stream-h100.json"), _load("bench-h200.json"),
+                                            _load("bench-256-h200.json"))),
     "startup.md": ("docs/results/cold-start-h100.json and cold-start-cpu.json",
                    lambda: startup_page(_load("cold-start-h100.json"), _load("cold-start-cpu.json"))),
     "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json, autoscaling-70b-h200x2.json and "
