@@ -105,10 +105,12 @@ class Deployment:
 
     def run(self, cmd: list[str], timeout: float, extra: dict | None = None) -> None:
         print("$", " ".join(cmd), flush=True)
+        # `ray get-auth-token` prints the cluster's token: as in the notebook, it goes nowhere, never into the log.
+        secret = cmd[:2] == ["ray", "get-auth-token"]
         with self.log.open("a") as log:
             try:
-                rc = subprocess.run(cmd, env={**self.env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                    timeout=timeout, cwd=ROOT).returncode
+                rc = subprocess.run(cmd, env={**self.env, **(extra or {})}, stdout=subprocess.DEVNULL if secret else log,
+                                    stderr=log, timeout=timeout, cwd=ROOT).returncode
             except subprocess.TimeoutExpired:
                 rc = "timeout"
         if rc != 0:
