@@ -90,19 +90,27 @@ def stream_section(stream: dict) -> str:
     return page("bench-stream.md", locals())
 
 
+def _tutorial_ratios(bench: dict) -> dict[int, float]:
+    """The as-deployed mode's 8B output throughput as a share of vLLM's, at each level of the sweep."""
+    runs = _runs(bench)
+    return {c: _ratio(runs, "8b", "tutorial", c) for c in bench["load"]["concurrency"]}
+
+
+def _at_levels(ratios: dict[int, float]) -> str:
+    return ", ".join(f"{r:.2f}x at {c} clients" for c, r in ratios.items())
+
+
 def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: dict, h200: dict,
                    h200_again: dict) -> str:
     runs, load = _runs(bench), bench["load"]
     h200_runs = _runs(h200)
-    again = {c: _ratio(_runs(h200_again), "8b", "tutorial", c) for c in h200_again["load"]["concurrency"]}
-    again_text = ", ".join(f"{r:.2f}x at {c} clients" for c, r in again.items())
+    again_text = _at_levels(_tutorial_ratios(h200_again))
     again_failed = sum(r["failed"] for r in h200_again["runs"])
-    h200_ratios = {c: _ratio(h200_runs, "8b", "tutorial", c) for c in h200["load"]["concurrency"]}
-    h200_missed = ", ".join(f"{r:.2f}x at {c} clients" for c, r in h200_ratios.items() if r < 0.95) or "nothing"
+    h200_missed = _at_levels({c: r for c, r in _tutorial_ratios(h200).items() if r < 0.95}) or "nothing"
     h200_failed = sum(r["failed"] for r in h200["runs"])
     levels = load["concurrency"]
     server = _server(bench, "tutorial")
-    ratios = {c: _ratio(runs, "8b", "tutorial", c) for c in levels}
+    ratios = _tutorial_ratios(bench)
     met = [c for c in levels if ratios[c] >= 0.95]
     missed = [c for c in levels if ratios[c] < 0.95]
     one, top = levels[0], levels[-1]
@@ -126,7 +134,7 @@ def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: 
     reasons = "\n".join(f"- `{k}={v}`: {MODE_REASONS[k]}" for k, v in bench["ray_configs"]["tutorial"].items())
     deployments_text = " and ".join(f"`{d}`" for d in server['mode']['deployments'])
     met_ratios = ", ".join(f"{ratios[c]:.2f}x" for c in met)
-    missed_ratios = ", ".join(f"{ratios[c]:.2f}x at {c} clients" for c in missed) or "nothing"
+    missed_ratios = _at_levels({c: ratios[c] for c in missed}) or "nothing"
     return page("benchmark.md", locals())
 
 
