@@ -5,6 +5,7 @@ it drift apart, or when a recorded run no longer meets its bar.
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -264,3 +265,14 @@ def test_cpu_start_up_is_read_again_from_the_committed_notebook():
 def test_benchmark_plots_are_regenerated_from_their_results(tmp_path, name, draw):
     draw(json.loads((ROOT / "docs/results" / f"{name}.json").read_text()), tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes() == (ROOT / "docs/results" / f"{name}.png").read_bytes()
+
+
+def test_the_notebook_names_the_revision_each_gpu_run_covers():
+    # The rehearsal section quotes each GPU results file's notebook_sha256: a rerun or a code-cell edit shows here.
+    nb = nbformat.read(ROOT / "notebook.ipynb", as_version=4)
+    (cell,) = [c.source for c in nb.cells if "records the `notebook_sha256`" in c.source]
+    assert f"(this notebook's: `{notebook_results.notebook_sha256(nb)[:8]}`" in cell
+    quoted = dict(re.findall(r"\(docs/results/([\w-]+\.json)\) `([0-9a-f]{8})`", cell))
+    assert len(quoted) == 5
+    for name, sha in quoted.items():
+        assert json.loads((ROOT / "docs" / "results" / name).read_text())["notebook_sha256"][:8] == sha, name
