@@ -1,5 +1,10 @@
 """The preflight check against machines described by hand: each missing piece is named."""
 
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,6 +14,7 @@ from tutorial.preflight import GIB, Machine, check, pending_replicas
 
 A100_40 = ("NVIDIA A100-SXM4-40GB", 40960)
 H100 = ("NVIDIA H100 80GB HBM3", 81559)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 CPU_ENGINE = {"bundles": [{"CPU": 1}]}  # as the cpu profile places it
@@ -158,3 +164,19 @@ def test_a_cpu_engine_needs_no_gpu(tmp_path):
     cfg = config(source=small_model(tmp_path), accelerator=None, tensor_parallel_size=1, max_model_len=2048,
                  kv_cache_memory_bytes=GIB)
     assert check(cfg, node(gpus=[], mem_available_bytes=8 * GIB)) == []
+
+
+def test_preflight_reads_the_deploy_file_without_building_the_app_or_patching_ray():
+    # Building the app would start a throwaway Ray cluster; preflight runs before `ray start`.
+    code = ("import ray, ray.serve.llm\nreal = ray.serve.llm.build_openai_app\n"
+            "from tutorial.preflight import load_llm_config\nc = load_llm_config()\n"
+            "print('CONFIG', c.model_loading_config.model_id, c.engine_kwargs['max_model_len'], ray.is_initialized(),"
+            " ray.serve.llm.build_openai_app is real)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LLM_PROFILE": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    (line,) = [line for line in out.stdout.splitlines() if line.startswith("CONFIG ")]
+    assert line.split()[1:] == ["my-llama-3.1-70b", "2048", "False", "True"]
+    tree = ast.parse((ROOT / "tutorial/preflight.py").read_text())
+    assigned = [ast.unparse(t) for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets]
+    assert not [t for t in assigned if t.startswith("ray.")], assigned

@@ -4,6 +4,7 @@ A config that cannot run here should fail in seconds with the reason, not after 
 waits forever for GPUs that never appear. Run: python -m tutorial.preflight
 """
 
+import ast
 import os
 import re
 import shutil
@@ -297,19 +298,17 @@ def probe() -> Machine:
     )
 
 
-def load_llm_config():
-    """serve_llama_3_1_70b.llm_config, read without building the app: in Ray 2.60
-    build_openai_app connects to a Ray cluster and, when none runs, starts a throwaway one
-    (which also writes ~/.ray/auth_token, turning on token auth for later clusters)."""
-    import ray.serve.llm
-
-    real = ray.serve.llm.build_openai_app
-    ray.serve.llm.build_openai_app = lambda builder_config: None
-    try:
-        import serve_llama_3_1_70b
-    finally:
-        ray.serve.llm.build_openai_app = real
-    return serve_llama_3_1_70b.llm_config
+def load_llm_config(path: Path = Path("serve_llama_3_1_70b.py")):
+    """The deploy file's llm_config, from its own statements up to the app: building the app would
+    connect to a Ray cluster and, when none runs, start a throwaway one (Ray 2.58-2.60), which also
+    writes ~/.ray/auth_token and so turns on token auth for the clusters started after it."""
+    tree = ast.parse(path.read_text(), str(path))
+    (last,) = [i for i, node in enumerate(tree.body) if isinstance(node, ast.Assign)
+               and any(isinstance(t, ast.Name) and t.id == "llm_config" for t in node.targets)]
+    tree.body = tree.body[:last + 1]
+    scope = {"__name__": path.stem, "__file__": str(path)}
+    exec(compile(tree, str(path), "exec"), scope)
+    return scope["llm_config"]
 
 
 def serve_config_llm_config(path: str):
