@@ -7,6 +7,9 @@ process may remain: the file's last test fails, naming them, and they are stoppe
 test is blamed. After the notebook runs under nbmake, whose first failing cell stops it before its
 own Shut down cell, teardown runs, pass or fail, and fails the test if port 8000 still listens or a
 process of ours remains.
+
+In CI (CI=true) a skipped test fails, unless its reason starts with MACHINE: a limit of the machine, such as
+no non-loopback address, which the log then names in one line.
 """
 
 import os
@@ -23,6 +26,7 @@ from tutorial import teardown
 RUN_MARK = "TUTORIAL_TEST_RUN"
 os.environ[RUN_MARK] = uuid.uuid4().hex  # before any test module copies the environment
 EXIT_S = 30  # time for processes that are already shutting down to exit
+MACHINE = "this machine cannot"  # how a skip reason starts when the machine, not the code, is why
 
 
 def _ours() -> list[psutil.Process]:
@@ -62,3 +66,16 @@ def pytest_runtest_teardown(item, nextitem):
                 teardown.stop(left)
         if problems := [p for p in problems if p]:
             pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.skipped and os.environ.get("CI") == "true" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        if reason.startswith(MACHINE):
+            print(f"\nskipped in CI, {reason}: {item.nodeid}")
+        else:
+            report.outcome, report.longrepr = "failed", f"skipped in CI, where a skip is a failure: {reason}"
+    return report

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import secrets
@@ -112,9 +113,10 @@ def prometheus_server(work: Path):
 class Run:
     """What the scenarios share: the deployment's facts, a client, Prometheus, the smoke switch."""
 
-    def __init__(self, client: httpx.Client, prometheus: str, cmdlines: CommandLines, haproxy_folders: set, smoke: bool):
+    def __init__(self, client: httpx.Client, prometheus: str | None, cmdlines: CommandLines | None, haproxy_folders: set,
+                 smoke: bool, deployment: Deployment):
         self.client, self.prometheus, self.cmdlines = client, prometheus, cmdlines
-        self.haproxy_folders, self.smoke = haproxy_folders, smoke
+        self.haproxy_folders, self.smoke, self.deployment = haproxy_folders, smoke, deployment
 
 
 def answers(client: httpx.Client) -> bool:
@@ -145,7 +147,7 @@ def admin_socket(run: Run) -> dict:
     found = {"folder_mode": oct(haproxy_files.FOLDER.stat().st_mode & 0o777), "owner_can": "Name: HAProxy" in mine.stdout}
     python = shutil.which("python3", path="/usr/bin:/bin")
     if os.geteuid() != 0 or not shutil.which("setpriv") or not python:
-        return {**found, "admin_socket_other_user": "not tried: acting as another account needs root, setpriv and a system python3"}
+        return {**found, "admin_socket_other_user": "this machine cannot act as another account: that needs root, setpriv and a system python3"}
     other = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", python, "-c", ask_info,
                             str(sock)], capture_output=True, text=True, timeout=60)
     refused = other.returncode != 0 and "PermissionError" in other.stderr
@@ -257,9 +259,31 @@ def poll(check, timeout_s: float, what: str) -> bool:
     return True
 
 
+def engine_cores(window_s: float = 3.0) -> float:
+    """CPU cores the engine (EngineCore and its workers) used over `window_s`: on the CPU, generation is
+    what keeps it busy. Read from the processes, so it does not depend on Ray's metric export."""
+    procs = [psutil.Process(pid) for pid in pids("VLLM::EngineCore")]
+    procs += [c for p in procs for c in p.children(recursive=True)]
+
+    def used() -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += sum(p.cpu_times()[:2])
+        return total
+
+    first = used()
+    time.sleep(window_s)
+    return (used() - first) / window_s
+
+
+BUSY, IDLE = 0.5, 0.2  # cores: generating on the small model takes more than one, an idle engine almost none
+STOP_S = 20  # the rest of the 1,500 tokens takes the small model about a minute: stopping sooner means cancelled
+
+
 def stream_disconnect(run: Run) -> dict:
-    """Drop a long stream once the engine generates for it; the engine must stop. Read from the
-    generated-tokens counter: Ray's export can drop the KV cache gauge of an idle engine."""
+    """Drop a long stream once the engine generates for it; the engine must stop. The engine's CPU use
+    says when it generates; Ray's generated-tokens counter, when exported, counts the tokens."""
     def generated() -> float:
         return metrics.scrape().get(metrics.GENERATION_TOKENS, 0.0)
 
@@ -268,18 +292,13 @@ def stream_disconnect(run: Run) -> dict:
     with run.client.stream("POST", CHAT, json=body, headers=AUTH) as r:
         status = r.status_code
         next(r.iter_lines())
-        # Hold the stream until Ray's metrics show the engine generating for it (in some runs Ray's
-        # export stopped showing the engine's metrics at all: then only the answers after it count).
-        shown = within(lambda: generated() > before + 16, 60)
-    # The connection is closed: Serve must cancel the request and vLLM stop; the counter stops growing.
-    def settled() -> bool:
-        first = generated()
-        time.sleep(5)
-        return generated() == first
-    if shown:
-        poll(settled, 90, "generation stopped after the disconnect")
+        busy = within(lambda: engine_cores() > BUSY, 60)
+    # The connection is closed: Serve must cancel the request and vLLM stop, well before the answer's end.
+    dropped = time.monotonic()
+    stopped = within(lambda: engine_cores() < IDLE, STOP_S)
     usage, running = kv_usage_and_running()  # -1: not exported
-    return {"status": status, "metrics_showed_the_stream": shown,
+    return {"status": status, "engine_busy_during_stream": busy,
+            "engine_stopped_after_s": round(time.monotonic() - dropped, 1) if stopped else None,
             "kv_cache_freed": None if usage < 0 else usage == 0 and running == 0,
             "tokens_generated_of_1500": generated() - before, "alive_after": answers(run.client)}
 
@@ -473,7 +492,7 @@ def grpc_status(port: int) -> str:
 
 def outside_address(run: Run) -> dict:
     if OUTSIDE is None:
-        return {"skipped": "this host has no non-loopback IPv4 address"}
+        return {"skipped": "this machine cannot be reached from another address: it has no non-loopback IPv4 address"}
     ours = {p.pid: p for p in teardown.ours()}
     listening = {port: access.name(owner) for _, port, owner in access.listening() if owner and owner.pid in ours}
     seen = {port: {"process": name, **knock(port)} for port, name in sorted(listening.items())}
@@ -508,10 +527,13 @@ def slow_client(run: Run) -> dict:
             "valid_requests_meanwhile": len(answered), "answered": sum(answered), "alive_after": answers(run.client)}
 
 
+def haproxies() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
+
+
 def haproxy_killed(run: Run) -> dict:
     # Every HAProxy that listens on 8000 (during one of Serve's reloads, the old one may still do).
-    victims = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"
-               and access.listens_on(p, facts.HTTP_PORT)]
+    victims = [p.pid for p in haproxies() if access.listens_on(p, facts.HTTP_PORT)]
     if not victims:
         raise RuntimeError("no HAProxy listens on port 8000")
     # A pause between requests: while nothing listens, each fails at once.
@@ -585,10 +607,93 @@ def stale_record(run: Run) -> dict:
             stranger.kill()
 
 
+LONG_STREAM_TOKENS = 1800  # within the cpu profile's 2,048-token context
+# Ray's 120 s default stands for a hard stop shorter than the answers a deployment streams; the CPU's
+# stream is shorter than a 70B's, so the short setting is too.
+SHORT_HARD_STOP_S = 10
+# The reader takes a line every PACE_S until HOLD_S after the reload, then the rest at once: a 70B
+# answer lasts minutes because the engine is slow, this one because its reader is. A receive buffer
+# of a few KiB keeps the unread answer in HAProxy's hands, not in this machine's socket buffers.
+PACE_S, HOLD_S, RECEIVE_BUFFER = 0.1, SHORT_HARD_STOP_S + 10, 4096
+
+
+class SlowReader(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect((self.host, self.port))
+
+
+def probe(run: Run, app: str) -> None:
+    run.deployment.run(["serve", "run", f"lab.reload_probe:{app}", "--name", "reload-probe",
+                        "--route-prefix", "/reload-probe", "--non-blocking"], 300)
+
+
+def stream_across_reload(run: Run) -> dict:
+    """A stream of LONG_STREAM_TOKENS tokens during which a deployment beside the LLM scales from one
+    replica to two: HAProxy reloads, and the old process, which carries the stream, is killed
+    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S later with every connection it still holds."""
+    probe(run, "one")
+    seen = {"chunks": 0, "finish_reason": None, "last": "", "error": None, "status": None}
+    reloaded_at = [None]  # set by this thread once HAProxy has reloaded, read by the stream's
+
+    def stream() -> None:
+        body = ask("Count from 1 to 1000.", max_tokens=LONG_STREAM_TOKENS, min_tokens=LONG_STREAM_TOKENS, stream=True)
+        conn = SlowReader("127.0.0.1", facts.HTTP_PORT, timeout=600)
+        try:
+            conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                         {**AUTH, "Content-Type": "application/json"})
+            r = conn.getresponse()
+            seen["status"] = r.status
+            while raw := r.readline():
+                line = raw.decode().strip()
+                if line.startswith("data: {"):
+                    choice = (json.loads(line.removeprefix("data: "))["choices"] or [{}])[0]
+                    seen["chunks"] += "delta" in choice
+                    seen["finish_reason"] = choice.get("finish_reason") or seen["finish_reason"]
+                seen["last"] = line or seen["last"]
+                if seen["chunks"] >= 50 and not (reloaded_at[0] and time.monotonic() > reloaded_at[0] + HOLD_S):
+                    time.sleep(PACE_S)
+        except (http.client.HTTPException, OSError, ValueError) as e:
+            seen["error"] = repr(e)
+        finally:
+            conn.close()
+        seen["ended"] = time.monotonic()
+
+    client = threading.Thread(target=stream, daemon=True)
+    start = time.monotonic()
+    client.start()
+    poll(lambda: seen["chunks"] >= 50, 120, "the long stream's first 50 chunks")
+    before = {p.pid for p in haproxies()}
+    scaling = threading.Thread(target=probe, args=(run, "two"), daemon=True)
+    scaling.start()
+    poll(lambda: {p.pid for p in haproxies()} - before, 300, "a new HAProxy process after the probe scaled")
+    reloaded_at[0] = time.monotonic()
+    scaling.join(timeout=300)
+    client.join(timeout=900)
+    if client.is_alive():
+        raise TimeoutError(f"the long stream still ran after {time.monotonic() - start:.0f} s")
+    return {"hard_stop_after_s": int(run.deployment.env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]),
+            "tokens_asked": LONG_STREAM_TOKENS, "status": seen["status"], "chunks": seen["chunks"],
+            "finish_reason": seen["finish_reason"], "done": seen["last"] == "data: [DONE]", "client_error": seen["error"],
+            "stream_s": round(seen["ended"] - start, 1), "after_reload_s": round(seen["ended"] - reloaded_at[0], 1),
+            "alive_after": answers(run.client)}
+
+
+def short_hard_stop(smoke: bool, work: Path) -> dict:
+    """stream_across_reload on a deployment of its own whose HAProxy hard stop is SHORT_HARD_STOP_S."""
+    env = {"LLM_PROFILE": "cpu", KEY_ENV: KEY, "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(SHORT_HARD_STOP_S)}
+    with Deployment("serve_llama_3_1_70b:app", env, work / "short-hard-stop.log", ready_s=900) as deployment, \
+            httpx.Client(timeout=120) as client:
+        return stream_across_reload(Run(client, None, None, set(), smoke, deployment))
+
+
 # In the order they run: the faults replace the replica that the later scenarios meet, and the
 # stream's KV cache is read from engine metrics that engine_metrics has waited for.
 SCENARIOS = [token, admin_socket, wrong_keys, skipping_haproxy, right_key, bad_inputs, engine_metrics, stream_disconnect,
-             prometheus, load, faults, bounded, outside_address, slow_client, haproxy_killed, idle_connections, stale_record]
+             prometheus, load, faults, bounded, outside_address, slow_client, haproxy_killed, idle_connections, stale_record,
+             stream_across_reload]
 
 
 def measure(smoke: bool, work: Path) -> dict:
@@ -600,16 +705,21 @@ def measure(smoke: bool, work: Path) -> dict:
     found = {}
     try:
         with CommandLines(HF_TOKEN) as cmdlines, Deployment("serve_llama_3_1_70b:app", env, work / "deployment.log",
-                                                            ready_s=900):
+                                                            ready_s=900) as deployment:
             cmdlines.__exit__()  # sampled from `ray start` until the app answered
             with prometheus_server(work) as prom, httpx.Client(timeout=120) as client:
-                run = Run(client, prom, cmdlines, haproxy_files.node_folders() - others, smoke)
+                run = Run(client, prom, cmdlines, haproxy_files.node_folders() - others, smoke, deployment)
                 for scenario in SCENARIOS:
                     print(f"reliability: {scenario.__name__}", flush=True)
                     try:
                         found[scenario.__name__] = scenario(run)
                     except Exception:
                         found[scenario.__name__] = {"error": traceback.format_exc()[-2000:]}
+        print("reliability: stream_across_reload at a short hard stop", flush=True)
+        try:
+            found["stream_cut_at_short_hard_stop"] = short_hard_stop(smoke, work)
+        except Exception:
+            found["stream_cut_at_short_hard_stop"] = {"error": traceback.format_exc()[-2000:]}
     finally:
         del os.environ[KEY_ENV]
     found["teardown"] = {"left": teardown.leftovers(), "prometheus_port_open": teardown.port_open(PROMETHEUS_PORT),
@@ -640,9 +750,11 @@ def record(found: dict, results: Path) -> None:
         "load_requests": load_run["requests"], "load_failed": load_run["failed"], "p50_ms": load_run["p50_ms"],
         "p99_ms": load_run["p99_ms"],
         "bad_inputs": [{k: b[k] for k in ("input", "status", "message", "seconds", "server_alive_after")} for b in bad],
-        "stream_disconnect": {k: found["stream_disconnect"][k] for k in ("kv_cache_freed", "tokens_generated_of_1500")},
+        "stream_disconnect": {k: found["stream_disconnect"][k]
+                              for k in ("engine_stopped_after_s", "kv_cache_freed", "tokens_generated_of_1500")},
         "metrics": found["engine_metrics"]["metrics"], "prometheus": found["prometheus"]["prometheus"],
         "load": {k: v for k, v in load_run.items() if k not in ("sent", "what_failed")}, "faults": fault_runs,
+        "stream_across_reload": {"tutorial": found["stream_across_reload"], "short": found["stream_cut_at_short_hard_stop"]},
     }
     write(results / "reliability-cpu.json", summary)
     security = {k: summary[k] for k in ("date", "device", "cpus", "model", "ray_version", "vllm_version")}

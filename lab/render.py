@@ -146,7 +146,7 @@ def reliability_page(rel: dict) -> str:
         f"| {f['fault']} | {f['recovery_s']} s | {f['failed_during']} of {f['requests_during']} "
         f"({', '.join(f'{n} x {s}' for s, n in f['failed_during_by_status'].items()) or 'none'}) | "
         f"{f['succeeded_after_recovery']} of 5 |" for f in rel["faults"])
-    load, stream, prom = rel["load"], rel["stream_disconnect"], rel["prometheus"]
+    load, stream, prom, reload = rel["load"], rel["stream_disconnect"], rel["prometheus"], rel["stream_across_reload"]
     recovery = sorted(f["recovery_s"] for f in rel["faults"])
     return page("reliability.md", locals())
 

@@ -81,3 +81,23 @@ def test_a_test_that_leaves_a_ray_process_fails_naming_it(tmp_path):
     assert out.returncode == 1 and "test_leak.py left Ray running" in out.stdout, out.stdout + out.stderr
     assert "raylet-of-the-leak" in out.stdout
     assert not [p for p in teardown.ray_processes() if "raylet-of-the-leak" in " ".join(p.cmdline())]  # and stopped
+
+
+def test_in_ci_a_skip_fails_unless_the_machine_cannot_run_it(tmp_path):
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n"
+        "def test_skips_for_a_reason_of_its_own():\n"
+        "    pytest.skip('the metrics were not there')\n"
+        "def test_skips_for_the_machine():\n"
+        "    pytest.skip('this machine cannot act as another account: no root')\n")
+
+    def run(ci: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-s",
+                               str(tmp_path / "test_skips.py")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "CI": ci})
+
+    out = run("true")
+    assert out.returncode == 1 and "1 failed, 1 skipped" in out.stdout, out.stdout + out.stderr
+    assert "skipped in CI, where a skip is a failure: the metrics were not there" in out.stdout
+    assert "skipped in CI, this machine cannot act as another account: no root: " in out.stdout
+    assert "2 skipped" in run("").stdout  # outside CI a skip stays a skip

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import MACHINE
 from lab import reliability
 from serve_plugins import cluster_env, haproxy_guard
 
@@ -48,7 +49,7 @@ def test_the_hugging_face_token_reaches_the_engine_and_nothing_else(found):
 def test_only_this_account_drives_haproxy(found):
     a = scenario(found, "admin_socket")
     assert a["folder_mode"] == "0o700" and a["owner_can"]
-    if a["admin_socket_other_user"].startswith("not tried"):
+    if a["admin_socket_other_user"].startswith(MACHINE):
         pytest.skip(a["admin_socket_other_user"])
     assert a["admin_socket_other_user"] == "refused"
 
@@ -82,11 +83,10 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(found, name):
     assert b["server_alive_after"], "the next valid request failed"
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_kv_cache(found):
+def test_a_client_that_leaves_mid_stream_stops_the_engine(found):
     s = scenario(found, "stream_disconnect")
-    assert s["status"] == 200 and s["alive_after"]
-    if not s["metrics_showed_the_stream"]:
-        pytest.skip("Ray's metrics did not show the engine generating for the stream: nothing to read its end from")
+    assert s["status"] == 200 and s["alive_after"] and s["engine_busy_during_stream"], s
+    assert s["engine_stopped_after_s"] is not None, f"the engine still generated {reliability.STOP_S} s after the client left"
     # Freed when Ray still exports the engine's KV cache gauge (None: the gauge was no longer exported).
     assert s["kv_cache_freed"] in (True, None)
     assert s["tokens_generated_of_1500"] < 1500, "the abandoned request ran to the end"
@@ -165,3 +165,24 @@ def test_a_stale_record_is_dropped_and_whoever_has_its_id_now_is_spared(found):
     assert s["outcomes"] == [{"exit": 0, "stranger_alive": True, "record_left": False}] * s["entries"] == [
         {"exit": 0, "stranger_alive": True, "record_left": False}] * 2
     assert s["folders_left"] == ["a-node-of-another-run"]
+
+
+def test_a_stream_that_spans_a_scale_event_completes(found):
+    s = scenario(found, "stream_across_reload")
+    assert s["hard_stop_after_s"] == cluster_env.HARD_STOP_AFTER_S
+    # The reader held the stream open past the short hard stop below, after HAProxy reloaded.
+    assert s["after_reload_s"] > reliability.SHORT_HARD_STOP_S, s
+    assert (s["status"], s["done"], s["finish_reason"], s["client_error"], s["chunks"]) == (
+        200, True, "length", None, reliability.LONG_STREAM_TOKENS + 1), s
+    assert s["alive_after"]
+
+
+def test_at_a_short_hard_stop_the_same_stream_is_cut_without_a_word(found):
+    # What the setting prevents: the old HAProxy process is killed mid-answer, and the client sees the
+    # stream end with no [DONE], no finish_reason and no error.
+    s = scenario(found, "stream_cut_at_short_hard_stop")
+    assert s["hard_stop_after_s"] == reliability.SHORT_HARD_STOP_S
+    assert s["after_reload_s"] > reliability.SHORT_HARD_STOP_S, s
+    assert (s["status"], s["done"], s["finish_reason"], s["client_error"]) == (200, False, None, None), s
+    assert 50 <= s["chunks"] < reliability.LONG_STREAM_TOKENS, s
+    assert s["alive_after"]
