@@ -1,6 +1,6 @@
 """How many concurrent requests fit, estimated the way vLLM sizes its KV cache. Standard library only.
 
-vLLM (0.26) gives the KV cache what is left of `gpu_memory_utilization x GPU memory` after the
+vLLM 0.26, the GPU stack's release (requirements-gpu.txt), gives the KV cache what is left of `gpu_memory_utilization x GPU memory` after the
 weights, the activation peak of a profiling forward pass, the sampler's logits and the memory outside
 PyTorch that grows during that pass. Maximum concurrency is the KV cache in tokens divided by
 max_model_len: how many requests of full length fit at once.

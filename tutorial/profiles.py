@@ -137,8 +137,8 @@ def rehearsal(weights: str = "bf16", gpus_per_replica: int | None = None) -> dic
             tensor_parallel_size=tensor,  # by default every GPU of this node, as the 70B uses all eight of its node
             pipeline_parallel_size=pipeline,
             load_format="dummy",  # random weights of the right shapes: nothing to download
-            # fp8 stays eager: its compiled run crashed on 2 x H100 before the all-reduce fusion
-            # below was found to be the cause, and has not run again since.
+            # fp8 stays eager: compiled with the all-reduce fusion below, it crashed on 2 x H100;
+            # compiled without it, fp8 is untried.
             **(dict(enforce_eager=True) if weights == "fp8" else NO_MULTICAST_FUSION),
         ),
     )
@@ -170,6 +170,7 @@ def rehearsal_autoscale(weights: str = "bf16") -> dict:
 # NCCL_NVLS_ENABLE says. Where the node cannot really use multicast (a VM's GPUs, say), that kernel
 # faults while CUDA graphs are captured ("illegal memory access", Xid 31). Without the fusion the
 # all-reduces stay vLLM's custom all-reduce over NVLink, captured in the graphs like the rest.
+# vllm-project/vllm#48071 (fix: vllm-project/vllm#48075); seen with vLLM 0.26, the GPU stack.
 NO_MULTICAST_FUSION = dict(compilation_config=dict(pass_config=dict(fuse_allreduce_rms=False)))
 
 
