@@ -276,7 +276,7 @@ def _steady(r: dict, start: float, end: float) -> dict:
             "ttft_s": statistics.median(p[5] for _, p in inside if p[5] is not None) / 1000}
 
 
-def scaling_page(cpu: dict, gpu: dict, gpu70: dict, zero: dict) -> str:
+def scaling_page(cpu: dict, gpu: dict, gpu70: dict, zeros: dict[str, dict]) -> str:
     up = gpu70["load_start_s"] + gpu70["scale_up_s"]
     one = _steady(gpu70, gpu70["load_start_s"] + 20, up)
     two = _steady(gpu70, up + 20, gpu70["load_stop_s"])
@@ -310,10 +310,11 @@ PAGES = {
                                             _load("bench-256-h200.json"))),
     "startup.md": ("docs/results/cold-start-h100.json and cold-start-cpu.json",
                    lambda: startup_page(_load("cold-start-h100.json"), _load("cold-start-cpu.json"))),
-    "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json, autoscaling-70b-h200x2.json and "
-                   "scale-to-zero-cpu.json",
+    "scaling.md": ("docs/results/autoscaling-cpu.json, autoscaling-h200x2.json, autoscaling-70b-h200x2.json, "
+                   "scale-to-zero-cpu.json and scale-to-zero-70b-h100.json",
                    lambda: scaling_page(_load("autoscaling-cpu.json"), _load("autoscaling-h200x2.json"),
-                                        _load("autoscaling-70b-h200x2.json"), _load("scale-to-zero-cpu.json"))),
+                                        _load("autoscaling-70b-h200x2.json"),
+                                        {name: _load(f"{name}.json") for name in ("scale-to-zero-cpu", "scale-to-zero-70b-h100")})),
     "two-nodes.md": ("docs/results/multinode-h200x2.json", lambda: two_nodes_page(_load("multinode-h200x2.json"))),
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
     "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),

@@ -415,9 +415,11 @@ def test_the_speed_table_is_its_results_file():
     assert table(bench) in cell and label(bench) in cell
 
 
-def test_the_scale_to_zero_section_gives_the_measured_first_request():
-    z = json.loads((ROOT / "docs" / "results" / "scale-to-zero-cpu.json").read_text())
+@pytest.mark.parametrize("name", ["scale-to-zero-cpu", "scale-to-zero-70b-h100"])
+def test_the_scale_to_zero_section_gives_the_measured_first_request(name):
+    z = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     (cell,) = [c.source for c in NOTEBOOK.cells if c.source.startswith("### Scale to zero")]
     assert f"a burst of {z['burst']['clients']} streaming requests got its first chunk after " \
            f"{z['burst']['first_ttft_s']:.0f} s" in cell
+    assert z["burst"]["answered"] == z["burst"]["clients"] and "Every request was answered" in cell
     assert z["replicas_seen"] == [1, 0, 1, 0] and z["status_without_key"] == 401 and "`401`" in cell
