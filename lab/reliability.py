@@ -259,47 +259,56 @@ def poll(check, timeout_s: float, what: str) -> bool:
     return True
 
 
-def engine_cores(window_s: float = 3.0) -> float:
-    """CPU cores the engine (EngineCore and its workers) used over `window_s`: on the CPU, generation is
-    what keeps it busy. Read from the processes, so it does not depend on Ray's metric export."""
+def engine_cpu_s() -> float:
+    """CPU seconds the engine (EngineCore and its workers) has used: on the CPU, generating is what
+    keeps it busy. Read from the processes, so it does not depend on Ray's metric export."""
     procs = [psutil.Process(pid) for pid in pids("VLLM::EngineCore")]
-    procs += [c for p in procs for c in p.children(recursive=True)]
+    total = 0.0
+    for p in procs + [c for p in procs for c in p.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += sum(p.cpu_times()[:2])
+    return total
 
-    def used() -> float:
-        total = 0.0
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                total += sum(p.cpu_times()[:2])
-        return total
 
-    first = used()
+def engine_cores(window_s: float = 3.0) -> float:
+    """CPU cores the engine used over the next `window_s`."""
+    first = engine_cpu_s()
     time.sleep(window_s)
-    return (used() - first) / window_s
+    return (engine_cpu_s() - first) / window_s
 
 
-BUSY, IDLE = 0.5, 0.2  # cores: generating on the small model takes more than one, an idle engine almost none
-STOP_S = 20  # the rest of the 1,500 tokens takes the small model about a minute: stopping sooner means cancelled
+READ_CHUNKS = 100  # read before the client leaves: the engine generates only as fast as its client reads
+STOP_S = 30  # the rest of the 1,500 tokens takes the small model about 50 s more: stopping sooner means cancelled
 
 
 def stream_disconnect(run: Run) -> dict:
-    """Drop a long stream once the engine generates for it; the engine must stop. The engine's CPU use
-    says when it generates; Ray's generated-tokens counter, when exported, counts the tokens."""
+    """Read READ_CHUNKS chunks of a 1,500-token stream, then drop it; the engine must stop. The engine's
+    CPU use says that it generated and that it stopped; Ray's generated-tokens counter, when exported,
+    counts the tokens."""
     def generated() -> float:
         return metrics.scrape().get(metrics.GENERATION_TOKENS, 0.0)
 
+    idle = engine_cores()
     before = generated()
     body = ask("Count from 1 to 1000.", max_tokens=1500, ignore_eos=True, stream=True)
+    chunks, cpu, start = 0, engine_cpu_s(), time.monotonic()
     with run.client.stream("POST", CHAT, json=body, headers=AUTH) as r:
         status = r.status_code
-        next(r.iter_lines())
-        busy = within(lambda: engine_cores() > BUSY, 60)
+        for line in r.iter_lines():
+            chunks += line.startswith("data: {")
+            if chunks == READ_CHUNKS:
+                break
+        reading = (engine_cpu_s() - cpu) / (time.monotonic() - start)
     # The connection is closed: Serve must cancel the request and vLLM stop, well before the answer's end.
     dropped = time.monotonic()
-    stopped = within(lambda: engine_cores() < IDLE, STOP_S)
-    usage, running = kv_usage_and_running()  # -1: not exported
-    return {"status": status, "engine_busy_during_stream": busy,
+    stopped = within(lambda: engine_cores() < (idle + reading) / 2, STOP_S)
+    # Ray exports the engine's gauges every few seconds, and may drop an idle engine's (-1: not exported).
+    freed = within(lambda: kv_usage_and_running() in ((0, 0), (-1, -1)), 30)
+    usage, running = kv_usage_and_running()
+    return {"status": status, "chunks_read": chunks, "engine_cores_idle": round(idle, 2),
+            "engine_cores_generating": round(reading, 2),
             "engine_stopped_after_s": round(time.monotonic() - dropped, 1) if stopped else None,
-            "kv_cache_freed": None if usage < 0 else usage == 0 and running == 0,
+            "kv_cache_freed": None if usage < 0 else freed,
             "tokens_generated_of_1500": generated() - before, "alive_after": answers(run.client)}
 
 
@@ -750,8 +759,9 @@ def record(found: dict, results: Path) -> None:
         "load_requests": load_run["requests"], "load_failed": load_run["failed"], "p50_ms": load_run["p50_ms"],
         "p99_ms": load_run["p99_ms"],
         "bad_inputs": [{k: b[k] for k in ("input", "status", "message", "seconds", "server_alive_after")} for b in bad],
-        "stream_disconnect": {k: found["stream_disconnect"][k]
-                              for k in ("engine_stopped_after_s", "kv_cache_freed", "tokens_generated_of_1500")},
+        "stream_disconnect": {k: found["stream_disconnect"][k] for k in (
+            "chunks_read", "engine_cores_idle", "engine_cores_generating", "engine_stopped_after_s", "kv_cache_freed",
+            "tokens_generated_of_1500")},
         "metrics": found["engine_metrics"]["metrics"], "prometheus": found["prometheus"]["prometheus"],
         "load": {k: v for k, v in load_run.items() if k not in ("sent", "what_failed")}, "faults": fault_runs,
         "stream_across_reload": {"tutorial": found["stream_across_reload"], "short": found["stream_cut_at_short_hard_stop"]},

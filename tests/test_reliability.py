@@ -85,7 +85,8 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(found, name):
 
 def test_a_client_that_leaves_mid_stream_stops_the_engine(found):
     s = scenario(found, "stream_disconnect")
-    assert s["status"] == 200 and s["alive_after"] and s["engine_busy_during_stream"], s
+    assert s["status"] == 200 and s["alive_after"] and s["chunks_read"] == reliability.READ_CHUNKS, s
+    assert s["engine_cores_generating"] > s["engine_cores_idle"] + 0.3, s  # it measurably generated for the client
     assert s["engine_stopped_after_s"] is not None, f"the engine still generated {reliability.STOP_S} s after the client left"
     # Freed when Ray still exports the engine's KV cache gauge (None: the gauge was no longer exported).
     assert s["kv_cache_freed"] in (True, None)

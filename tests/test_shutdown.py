@@ -3,8 +3,11 @@
 Every test here runs beside foreign processes that look like Ray's and vLLM's (a process named
 `raylet`, one whose command line reads `VLLM::EngineCore`), each in a session of its own, and
 checks they survive:
-- the success path: the notebook's own cells in a real kernel, launch through Shut down;
+- the success path: the notebook's own cells in a real kernel, launch through Shut down, after a
+  kernel restart and a second Run All that stops at `ray start`;
 - an interrupted launch: the launch cell interrupted once Serve deploys, then Shut down;
+- a replica that cannot start: a real engine error fails the launch within its deadline, with
+  vLLM's own words, then Shut down;
 - a refusal: `bash scripts/tutorial.sh` while another program listens on port 8000, which preflight
   names and leaves alone, as does the script's exit trap.
 """
@@ -85,12 +88,22 @@ def shut_down(kc, cells: list[str], foreign: list) -> None:
         assert f"not started by this tutorial, left running: pid {p.pid} " in text, text[-2000:]
 
 
-def test_shutdown_after_a_full_run_stops_only_what_the_notebook_started(foreign, kernel):
+def test_shutdown_after_a_full_run_a_kernel_restart_and_a_second_run_all_stops_only_ours(foreign, kernel):
     km, kc = kernel
     cells = code_cells()
     for source in cells[:cell(cells, "serve shutdown -y")]:  # the whole tutorial, as a reader runs it
         status, text = run(kc, source, 900)
         assert status == "ok", text[-2000:]
+    # The kernel restarts with the deployment up, and the reader runs every cell again without
+    # Shut down: Run All stops at `ray start`, which names the cluster already running.
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=60)
+    for source in cells[:cell(cells, "serve shutdown -y")]:
+        status, text = run(kc, source, 900)
+        if status == "error":
+            break
+    assert "setsid --wait ray start --head" in source, f"Run All went on past ray start: {text[-2000:]}"
+    assert "but is already running at 127.0.0.1:6379" in text, text[-2000:]
     shut_down(kc, cells, foreign)
 
 
@@ -118,6 +131,34 @@ def test_interrupted_launch_still_shuts_down_cleanly(foreign, kernel):
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error"  # KeyboardInterrupt: the launch did not finish
+    shut_down(kc, cells, foreign)
+
+
+def test_a_replica_that_cannot_start_fails_the_launch_with_the_engines_error(foreign, kernel, tmp_path):
+    # The reader's edit of the Configure cell: 1 MiB of KV cache, less than one request of 2,048 tokens
+    # needs (a misread kv_cache_memory_bytes, which preflight lets through), in a copy of the repository
+    # that links to everything but the deploy file the cell writes.
+    for path in ROOT.iterdir():
+        if path.name != "serve_llama_3_1_70b.py":
+            (tmp_path / path.name).symlink_to(path)
+    km, kc = kernel
+    cells = code_cells()
+    configure, launch = cell(cells, "%%writefile serve_llama_3_1_70b.py"), cell(cells, "serve run serve_llama_3_1_70b:app")
+    assert "\nllm_config = LLMConfig(**llm_args)" in cells[configure]
+    cells[configure] = cells[configure].replace("\nllm_config = LLMConfig(**llm_args)",
+                                                '\nllm_args["engine_kwargs"]["kv_cache_memory_bytes"] = 2**20\n'
+                                                'llm_config = LLMConfig(**llm_args)')
+    run(kc, f"import os; os.chdir({str(tmp_path)!r})", 30)  # the %%bash cells run there too
+    for source in cells[:launch]:
+        status, text = run(kc, source, 300)
+        assert status == "ok", text[-2000:]
+    start = time.monotonic()
+    status, text = run(kc, cells[launch], 900)
+    assert status == "error", text[-3000:]
+    assert time.monotonic() - start < float(os.environ.get("READY_TIMEOUT_S", 1800)), "the deadline, not the failure, ended it"
+    # vLLM's own check, raised in the engine as the replica starts; Serve gives up on the app.
+    assert "Deploying application default failed" in text and "larger than the available KV cache memory" in text, \
+        text[-3000:]
     shut_down(kc, cells, foreign)
 
 
