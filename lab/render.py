@@ -8,7 +8,6 @@ reports. The prose around the figures is in the page's template, lab/pages/NAME.
 function here reads the results and works out the figures its template prints.
 """
 
-import builtins
 import json
 import statistics
 from pathlib import Path
@@ -37,17 +36,16 @@ MODE_REASONS = {
 
 
 # The prose of each page is a template, lab/pages/NAME.md, its figures filled in from the results: a
-# figure's format is Python's (`{{ x | f(".2f") }}`), and Python's builtins are there too.
+# figure's format is Python's (`{{ x | f(".2f") }}`). A template sees the figures its page function
+# names and the helpers below, nothing else (a name missing from them is an error, not a blank).
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"), keep_trailing_newline=True,
                                undefined=jinja2.StrictUndefined, autoescape=False)
 TEMPLATES.filters["f"] = format
-TEMPLATES.globals.update(vars(builtins))
 
 
-def page(template: str, figures: dict) -> str:
-    """The template's prose with the page function's figures (its local variables) and this module's
-    helpers filled in."""
-    return TEMPLATES.get_template(template).render({**globals(), **figures}).removesuffix("\n")
+def page(template: str, **figures) -> str:
+    """The template's prose with the page function's figures filled in."""
+    return TEMPLATES.get_template(template).render(figures).removesuffix("\n")
 
 
 def _load(name: str) -> dict:
@@ -87,7 +85,8 @@ def stream_section(stream: dict) -> str:
     worst = min(levels, key=lambda c: _ratio(runs, "8b", "stream-0", c))
     tpot = {k: runs["8b", k, 64]["median_tpot_ms"] for k in ("vllm", "stream-0")}
     stalled = stream["interval_50"]["stalled_at_concurrency"]
-    return page("bench-stream.md", locals())
+    return page("bench-stream.md", gap0=gap0, gap50=gap50, rows=rows, runs=runs, server=server, stalled=stalled,
+                                   stream=stream, tpot=tpot, worst=worst)
 
 
 def _tutorial_ratios(bench: dict) -> dict[int, float]:
@@ -135,7 +134,15 @@ def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: 
     deployments_text = " and ".join(f"`{d}`" for d in server['mode']['deployments'])
     met_ratios = ", ".join(f"{ratios[c]:.2f}x" for c in met)
     missed_ratios = _at_levels({c: ratios[c] for c in missed}) or "nothing"
-    return page("benchmark.md", locals())
+    return page("benchmark.md", again_failed=again_failed, again_text=again_text, at_top=at_top, bench=bench,
+                                capped_server=capped_server, capped_text=capped_text, default_small=default_small,
+                                deployments_text=deployments_text, env=env, even=even, even_server=even_server,
+                                even_top=even_top, h200=h200, h200_again=h200_again, h200_failed=h200_failed,
+                                h200_missed=h200_missed, h200_runs=h200_runs, levels=levels, load=load, met=met,
+                                met_ratios=met_ratios, missed_ratios=missed_ratios, modes=modes, one=one, ratios=ratios,
+                                reasons=reasons, ref=ref, ref_text=ref_text, ref_ttft=ref_ttft, server=server,
+                                stream=stream, top=top, ttft_default=ttft_default, ttft_gap=ttft_gap,
+                                tuned_small=tuned_small)
 
 
 def reliability_page(rel: dict) -> str:
@@ -148,7 +155,8 @@ def reliability_page(rel: dict) -> str:
         f"{f['succeeded_after_recovery']} of 5 |" for f in rel["faults"])
     load, stream, prom, reload = rel["load"], rel["stream_disconnect"], rel["prometheus"], rel["stream_across_reload"]
     recovery = sorted(f["recovery_s"] for f in rel["faults"])
-    return page("reliability.md", locals())
+    return page("reliability.md", bad=bad, faults=faults, load=load, prom=prom, recovery=recovery, rel=rel, reload=reload,
+                                  stream=stream)
 
 
 def security_page(sec: dict) -> str:
@@ -173,7 +181,9 @@ def security_page(sec: dict) -> str:
     stranger_spared = 'yes' if sec['stale_record_spared']['stranger_alive'] else '**no**'
     port_8000_while_held = "answered" if idle['port_8000_answered_while_held'] else "**stopped answering**"
     schema_message = next(a.get("message") for a in sec["abuse"] if a["case"] == "a JSON schema that refers to itself")
-    return page("security.md", locals())
+    return page("security.md", abuse=abuse, idle=idle, killed=killed, outside_summary=outside_summary,
+                               port_8000_while_held=port_8000_while_held, ports=ports, schema_message=schema_message,
+                               sec=sec, slow=slow, stranger_spared=stranger_spared, token=token)
 
 
 def _case_row(c: dict) -> str:
@@ -215,7 +225,11 @@ def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200
     bench4_failed = sum(r['failed'] for r in bench4['runs'])
     ttft_rows = chr(10).join(_ttft_row(runs4, c) for c in levels)
     tp2_failed = sum(r['failed'] for r in runs)
-    return page("rehearsal.md", locals())
+    return page("rehearsal.md", a100=a100, bench=bench, bench4=bench4, bench4_completed=bench4_completed,
+                                bench4_failed=bench4_failed, case_rows=case_rows, closed_gaps=closed_gaps,
+                                compiled=compiled, graphs=graphs, h100=h100, h200=h200, kv_gib=kv_gib, mem=mem, plan=plan,
+                                ratios=ratios, settings=settings, small_graphs=small_graphs, tp2_failed=tp2_failed,
+                                tp4=tp4, tp4_graph_line=tp4_graph_line, ttft_rows=ttft_rows, up=up, validation=validation)
 
 
 def _phase_table(runs: dict) -> str:
@@ -241,7 +255,9 @@ def startup_page(cold: dict, cpu: dict) -> str:
     drift_note = ("compare runs made back to back, as these two were." if cpu_before['date'] == cpu_now['date'] else
               f"these two ran on different days ({cpu_before['date']} and {cpu_now['date']}), so the difference mixes "
               "the changes with that drift.")
-    return page("startup.md", locals())
+    return page("startup.md", before=before, cold=cold, cpu=cpu, cpu_before=cpu_before, cpu_now=cpu_now,
+                              drift_note=drift_note, engine=engine, fastest=fastest, first=first, import_text=import_text,
+                              latest=latest, now=now, replica=replica, runs=runs, second=second, within_60_s=within_60_s)
 
 
 def _autoscaling_run(r: dict, clients_note: str) -> str:
@@ -280,7 +296,7 @@ def scaling_page(cpu: dict, gpu: dict, gpu70: dict, zeros: dict[str, dict]) -> s
     up = gpu70["load_start_s"] + gpu70["scale_up_s"]
     one = _steady(gpu70, gpu70["load_start_s"] + 20, up)
     two = _steady(gpu70, up + 20, gpu70["load_stop_s"])
-    return page("scaling.md", locals())
+    return page("scaling.md", cpu=cpu, gpu=gpu, gpu70=gpu70, one=one, two=two, zeros=zeros)
 
 
 def two_nodes_page(m: dict) -> str:
@@ -298,8 +314,13 @@ def two_nodes_page(m: dict) -> str:
     command = (f"python capacity.py --model lab/shapes/llama-3.1-70b-vocab49152.json --gpu H200 "
                f"--tensor-parallel-size {m['tensor_parallel_size']} --pipeline-parallel-size {m['pipeline_parallel_size']} "
                f"--max-model-len {m['max_model_len']} --weight-dtype fp8")
-    return page("two-nodes.md", locals())
+    return page("two-nodes.md", command=command, levels=levels, loss=loss, m=m, ratios=ratios, requests=requests,
+                                rows=rows)
 
+
+# What a template may call besides its figures: these helpers and a few builtins.
+TEMPLATES.globals.update(chr=chr, map=map, str=str, max=max, min=min, capacity=capacity, table=table, _ratio=_ratio,
+                         stream_section=stream_section, _phase_table=_phase_table, _autoscaling_run=_autoscaling_run)
 
 PAGES = {
     "benchmark.md": ("docs/results/bench-h100.json, bench-cap32-h100.json, bench-cap256-h100.json, bench-modes-h100.json, "
