@@ -311,6 +311,18 @@ def draw(path: Path) -> None:
     plot(json.loads(path.read_text()), path.with_suffix(".png"))
 
 
+def problems(result: dict) -> list[str]:
+    """The run's bars: it scaled out and back to one replica, and no request was lost."""
+    load, out = result["load"], []
+    if load["failed"] or load["broken_streams"]:
+        out.append(f"{load['failed']} requests failed and {load['broken_streams']} streams broke: "
+                   f"{load['what_clients_saw'][:3]}")
+    if result["max_replicas_seen"] < 2 or result["final_replicas"] != 1:
+        out.append(f"replicas went up to {result['max_replicas_seen']} and ended at {result['final_replicas']}, "
+                   f"not up to 2 or more and back to 1")
+    return out
+
+
 def main(argv: list[str], results: Path) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="hold two replicas 10 s instead of 30 (and until both have served)")
@@ -324,4 +336,7 @@ def main(argv: list[str], results: Path) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     draw(out)
     print(f"wrote {out} and its plot")
+    if missed := problems(result):
+        print("autoscaling: the run missed its bars:\n  " + "\n  ".join(missed))
+        return 1
     return 0

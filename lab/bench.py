@@ -376,6 +376,24 @@ def benchmark(args) -> dict:
     }
 
 
+BAR = 0.95  # each Ray Serve config's output throughput, as a share of plain vLLM's at the same level
+
+
+def misses(result: dict) -> list[str]:
+    """The run's bars, as the pages hold them: every request completed, none failed, and each Ray Serve
+    config at BAR or more of plain vLLM's output throughput at every level."""
+    out = [f"{r['model']} {r['config']} at {r['concurrency']} clients: {r['failed']} failed, "
+           f"{r['completed']} of {r['prompts']} completed" for r in result["runs"]
+           if r["failed"] or r["completed"] != r["prompts"]]
+    vllm = {(r["model"], r["concurrency"]): r["output_throughput"] for r in result["runs"] if r["config"] == "vllm"}
+    for r in result["runs"]:
+        base = vllm.get((r["model"], r["concurrency"]))
+        if r["config"] != "vllm" and base and r["output_throughput"] < BAR * base:
+            out.append(f"{r['model']} {r['config']} at {r['concurrency']} clients: "
+                       f"{r['output_throughput'] / base:.2f}x of vLLM, below {BAR}x")
+    return out
+
+
 def merge(old: dict, new: dict) -> dict:
     """New runs replace old runs of the same (model, server, config, concurrency)."""
     key = lambda r: (r["model"], r["server"], r["config"], r.get("concurrency"))  # noqa: E731
@@ -417,11 +435,14 @@ def main(argv: list[str], results: Path) -> int:
         return 1
     if args.merge and args.out.exists():
         result = merge(json.loads(args.out.read_text()), result)
+    result["bars_missed"] = misses(result)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(args.out)  # never a half-written results file
     from lab.bench_plot import plot
     plot(result, args.out.with_suffix(".png"))
     print(f"bench: wrote {args.out} and {args.out.with_suffix('.png')}")
+    if result["bars_missed"]:
+        print("bench: the run missed its bars (the file records them):\n  " + "\n  ".join(result["bars_missed"]))
     return 0
 

@@ -17,6 +17,7 @@ import jinja2
 import capacity
 from lab import cold_start
 from lab.autoscaling import tokens_per_s
+from lab.bench import BAR
 from tutorial.bench_table import table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,13 +106,13 @@ def benchmark_page(bench: dict, cap32: dict, cap256: dict, modes: dict, stream: 
     h200_runs = _runs(h200)
     again_text = _at_levels(_tutorial_ratios(h200_again))
     again_failed = sum(r["failed"] for r in h200_again["runs"])
-    h200_missed = _at_levels({c: r for c, r in _tutorial_ratios(h200).items() if r < 0.95}) or "nothing"
+    h200_missed = _at_levels({c: r for c, r in _tutorial_ratios(h200).items() if r < BAR}) or "nothing"
     h200_failed = sum(r["failed"] for r in h200["runs"])
     levels = load["concurrency"]
     server = _server(bench, "tutorial")
     ratios = _tutorial_ratios(bench)
-    met = [c for c in levels if ratios[c] >= 0.95]
-    missed = [c for c in levels if ratios[c] < 0.95]
+    met = [c for c in levels if ratios[c] >= BAR]
+    missed = [c for c in levels if ratios[c] < BAR]
     one, top = levels[0], levels[-1]
     ttft_gap = runs["8b", "tutorial", one]["median_ttft_ms"] - runs["8b", "vllm", one]["median_ttft_ms"]
     at_top = {k: runs["8b", k, top] for k in ("vllm", "tutorial")}

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.deploys
 
 
 def test_scales_out_under_load_and_back(tmp_path):
-    assert autoscaling.main(["--smoke"], tmp_path) == 0
+    rc = autoscaling.main(["--smoke"], tmp_path)
     result = json.loads((tmp_path / "autoscaling-cpu.json").read_text())
     assert teardown.leftovers() == []
     assert result["max_replicas"] == 2 and 0 < result["target_ongoing_requests"] < 1000, result
@@ -32,3 +32,4 @@ def test_scales_out_under_load_and_back(tmp_path):
     assert result["tensor_parallel_size"] == 1 and result["model"] == "SmolLM2-135M-Instruct"
     assert any(point[5] for point in result["timeline"])  # median time to first chunk while loaded
     assert (tmp_path / "autoscaling-cpu.png").stat().st_size > 10_000
+    assert rc == 0 and autoscaling.problems(result) == []

@@ -23,6 +23,17 @@ def test_engine_flags_are_the_engine_kwargs():
         "--max-model-len", "4096", "--enforce-eager", "--load-format", "dummy"]
 
 
+def test_the_bars_name_each_level_below_vllm_and_each_lost_request():
+    # The H200 sweep is the one committed run below the bar (0.89x at 256 clients, as its page says).
+    h200 = json.loads((ROOT / "docs/results/bench-h200.json").read_text())
+    assert bench.misses(h200) == ["8b tutorial at 256 clients: 0.89x of vLLM, below 0.95x"]
+    assert bench.misses(json.loads((ROOT / "docs/results/bench-h100.json").read_text())) == []
+    run = lambda cfg, tput, failed=0: dict(model="m", config=cfg, concurrency=4, prompts=8, completed=8 - failed,  # noqa: E731
+                                           failed=failed, output_throughput=tput)
+    assert bench.misses({"runs": [run("vllm", 100.0), run("tutorial", 95.0, failed=1)]}) == [
+        "m tutorial at 4 clients: 1 failed, 7 of 8 completed"]
+
+
 def test_merge_replaces_only_the_runs_it_redoes():
     run = lambda cfg, c, tput: dict(model="m", server="s", config=cfg, concurrency=c, output_throughput=tput)  # noqa: E731
     old = {"runs": [run("vllm", 1, 1.0), run("tuned", 1, 2.0)], "servers": [], "ray_configs": {"a": {}}}
