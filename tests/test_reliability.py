@@ -183,12 +183,14 @@ def test_a_stream_that_spans_a_scale_event_completes(found):
     assert s["alive_after"]
 
 
-def test_at_a_short_hard_stop_the_same_stream_is_cut_without_a_word(found):
-    # What the setting prevents: the old HAProxy process is killed mid-answer, and the client sees the
-    # stream end with no [DONE], no finish_reason and no error.
+def test_at_a_short_hard_stop_the_same_stream_is_cut(found):
+    # What the setting prevents: the old HAProxy process is killed mid-answer, about the hard stop after
+    # the reload was seen, and the stream ends with no [DONE] and no finish_reason (an error at the client
+    # only when the cut falls inside a chunk).
     s = scenario(found, "stream_cut_at_short_hard_stop")
     assert s["hard_stop_after_s"] == reliability.SHORT_HARD_STOP_S
-    assert s["after_reload_s"] > reliability.SHORT_HARD_STOP_S, s
-    assert (s["status"], s["done"], s["finish_reason"], s["client_error"]) == (200, False, None, None), s
+    assert reliability.SHORT_HARD_STOP_S - 3 < s["after_reload_s"] <= reliability.HOLD_S + 5, s
+    assert (s["status"], s["done"], s["finish_reason"]) == (200, False, None), s
+    assert s["client_error"] is None or "IncompleteRead" in s["client_error"], s
     assert 50 <= s["chunks"] < reliability.LONG_STREAM_TOKENS, s
     assert s["alive_after"]
