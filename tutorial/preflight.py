@@ -321,6 +321,11 @@ def serve_config_llm_config(path: str):
 
 
 def main(argv: list[str]) -> int:
+    # Before Ray is imported (reading the config imports it): a cluster this notebook started listens on
+    # loopback only, and without Ray's single-machine switch a driver looks for it at this host's outside
+    # address and retries there without end (a second Run All, or a kernel restart, runs this cell before
+    # the cluster's environment). A head that other nodes join exported 1, which stays.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     # --serve-config FILE checks that file, as `serve deploy FILE` would run it, instead of serve_llama_3_1_70b.py.
     llm_config = serve_config_llm_config(argv[argv.index("--serve-config") + 1]) if "--serve-config" in argv \
         else load_llm_config()
