@@ -19,6 +19,7 @@ from serve_plugins.api_key import KEY_ENV
 from tutorial.facts import HTTP_PORT, MODEL_ID, READY_TIMEOUT_S
 
 BASE_URL = f"http://127.0.0.1:{HTTP_PORT}"
+ABSENT_S = 30  # how long the application may be missing from `serve status` once deployed
 LOG_DIR = "/tmp/ray/session_latest/logs/serve"
 
 
@@ -100,6 +101,7 @@ def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s:
         print(log_tail(), flush=True)
         return RuntimeError(f"{why} after {time.monotonic() - start:.0f} s; the replica logs are printed above")
 
+    absent_since = None
     while time.monotonic() < deadline:
         reason = models_ready(base_url, model)
         if reason is None:
@@ -108,6 +110,11 @@ def wait_until_ready(base_url: str = BASE_URL, model: str = MODEL_ID, timeout_s:
         print(f"[{time.monotonic() - start:5.0f} s] /v1/models: {reason}; Serve app: {status}", flush=True)
         if status.startswith("DEPLOY_FAILED"):
             raise fail("the Serve application failed to deploy")
+        # `serve run` (Ray 2.60) answers a failed deploy by shutting Serve down and exiting 0, so the
+        # app is gone rather than DEPLOY_FAILED; its output above the readiness check says why.
+        absent_since = (absent_since or time.monotonic()) if status == "no application" else None
+        if absent_since and time.monotonic() - absent_since > ABSENT_S:
+            raise fail(f"no Serve application for {ABSENT_S} s: the deploy failed (see serve run's output) or was deleted")
         time.sleep(poll_s)
     else:
         raise fail(f"not ready within {timeout_s:.0f} s (last: {reason})")
