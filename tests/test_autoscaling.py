@@ -32,4 +32,4 @@ def test_scales_out_under_load_and_back(tmp_path):
     assert result["tensor_parallel_size"] == 1 and result["model"] == "SmolLM2-135M-Instruct"
     assert any(point[5] for point in result["timeline"])  # median time to first chunk while loaded
     assert (tmp_path / "autoscaling-cpu.png").stat().st_size > 10_000
-    assert rc == 0 and autoscaling.problems(result) == []
+    assert rc == 0, autoscaling.problems(result)  # main returns 1 exactly when the run missed a bar
