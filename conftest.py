@@ -2,7 +2,7 @@
 
 Every process a test starts inherits a mark of this test run in its environment (Ray's daemons,
 workers, engines and HAProxy included), so a program running beside the tests is never taken for
-ours. After each test file, its module-scoped deployment included, no marked Ray, vLLM or HAProxy
+ours; a process that hides its environment is ours when it shares a marked process's session. After each test file, its module-scoped deployment included, no marked Ray, vLLM or HAProxy
 process may remain: the file's last test fails, naming them, and they are stopped, so that no later
 test is blamed. After the notebook runs under nbmake, whose first failing cell stops it before its
 own Shut down cell, teardown runs, pass or fail, and fails the test if port 8000 still listens or a
@@ -30,14 +30,18 @@ MACHINE = "this machine cannot"  # how a skip reason starts when the machine, no
 
 
 def _ours() -> list[psutil.Process]:
-    found = []
+    """Marked Ray processes, and every process in their sessions: Ray's agents and workers rename
+    themselves (setproctitle), which blanks the environment that /proc shows of them."""
+    found, sids = [], set()
     for p in teardown.ray_processes():
         try:
             if p.environ().get(RUN_MARK) == os.environ[RUN_MARK]:
                 found.append(p)
-        except psutil.Error:  # gone, or another account's
+                sids.add(os.getsid(p.pid))
+        except (psutil.Error, ProcessLookupError):  # gone, or another account's
             pass
-    return found
+    pids = {p.pid for p in found}
+    return found + [p for p in teardown.in_sessions(sids - {os.getsid(0)}) if p.pid not in pids]
 
 
 def _left() -> list[psutil.Process]:
@@ -63,7 +67,10 @@ def pytest_runtest_teardown(item, nextitem):
         if nextitem is None or nextitem.path != item.path:
             if left := _left():
                 problems.append(f"{item.path.name} left Ray running: " + "; ".join(teardown.describe(p) for p in left))
-                teardown.stop(left)
+                for _ in range(3):  # a raylet on its way out can still start its agents
+                    teardown.stop(left)
+                    if not (left := _ours()):
+                        break
         if problems := [p for p in problems if p]:
             pytest.fail("\n".join(problems), pytrace=False)
 

@@ -10,6 +10,7 @@ every KubeRay pod and service.yaml's env_vars holds it for Anyscale (tests hold 
 import os
 import shlex
 import sys
+import uuid
 from pathlib import Path
 
 from serve_plugins import haproxy_files
@@ -43,6 +44,10 @@ SHARED = {
     "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(HARD_STOP_AFTER_S),
 }
 
+# Every process that `ray start` starts inherits this mark of the notebook's kernel, so Shut down finds
+# the cluster even when the launch cell was interrupted before it wrote the cluster's session down.
+LAUNCH_MARK = "TUTORIAL_LAUNCH_MARK"
+
 # The folder that holds this package: what a node's PYTHONPATH must name.
 HOME = str(Path(__file__).resolve().parent.parent)
 
@@ -52,7 +57,7 @@ def for_this_machine(environ=os.environ) -> dict[str, str]:
     their own): Ray's token auth for every `ray` and `serve` command; every Ray port on loopback
     (Ray's single-machine mode) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 was exported for a head
     that other nodes join; HAProxy's files in a folder only this account can enter, and HAProxy
-    started through haproxy_guard.py; this package on PYTHONPATH."""
+    started through haproxy_guard.py; this package on PYTHONPATH; the launch's mark, kept on a rerun."""
     path = environ.get("PYTHONPATH", "")
     return {
         **SHARED,
@@ -60,9 +65,12 @@ def for_this_machine(environ=os.environ) -> dict[str, str]:
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
         **haproxy_files.private_env(),
         "PYTHONPATH": path if HOME in path.split(os.pathsep) else os.pathsep.join(p for p in (HOME, path) if p),
+        LAUNCH_MARK: environ.get(LAUNCH_MARK) or uuid.uuid4().hex,
     }
 
 
 if __name__ == "__main__":
-    # eval "$(python -m serve_plugins.cluster_env)" in the shell that runs `ray start`.
-    sys.stdout.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in for_this_machine().items()))
+    # eval "$(python -m serve_plugins.cluster_env)" in the shell that runs `ray start`. Without the
+    # launch mark: a cluster started by hand is the reader's, which the notebook's Shut down leaves alone.
+    exports = {k: v for k, v in for_this_machine().items() if k != LAUNCH_MARK}
+    sys.stdout.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))

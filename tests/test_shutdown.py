@@ -5,7 +5,8 @@ Every test here runs beside foreign processes that look like Ray's and vLLM's (a
 checks they survive:
 - the success path: the notebook's own cells in a real kernel, launch through Shut down, after a
   kernel restart and a second Run All that stops at `ray start`;
-- an interrupted launch: the launch cell interrupted once Serve deploys, then Shut down;
+- an interrupted launch: the `ray start` cell interrupted once the GCS runs, before the cluster
+  is written down, and the `serve run` cell once Serve deploys; then Shut down;
 - a replica that cannot start: a real engine error stops the run at the readiness check, well
   within its deadline, with vLLM's own words, then Shut down;
 - a refusal: `bash scripts/tutorial.sh` while another program listens on port 8000, which preflight
@@ -84,8 +85,10 @@ def shut_down(kc, cells: list[str], foreign: list) -> None:
     assert "port 8000 closed, no Ray or vLLM process of this tutorial left" in text, text[-2000:]
     # `ray stop` would leave the high-throughput mode's HAProxy behind; the notebook's shutdown does not.
     assert [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"] == []
-    for p in foreign:
-        assert f"not started by this tutorial, left running: pid {p.pid} " in text, text[-2000:]
+    # It names the foreign processes, left running, and nothing else: no Ray process of the notebook's.
+    left = [line for line in text.splitlines() if line.startswith("not started by this tutorial, left running:")]
+    assert sorted(left) == sorted(f"not started by this tutorial, left running: {teardown.describe(psutil.Process(p.pid))}"
+                                  for p in foreign), text[-2000:]
 
 
 def test_shutdown_after_a_full_run_a_kernel_restart_and_a_second_run_all_stops_only_ours(foreign, kernel):
@@ -107,30 +110,40 @@ def test_shutdown_after_a_full_run_a_kernel_restart_and_a_second_run_all_stops_o
     shut_down(kc, cells, foreign)
 
 
+def gcs_started() -> bool:
+    """`ray start` is under way: the cluster's GCS runs."""
+    return any(p.info["name"] == "gcs_server" for p in psutil.process_iter(["name"]))
+
+
 def replica_started() -> bool:
     """A replica of the app is starting: Ray names its process after the deployment."""
     return any("ServeReplica:default:LLMServer" in " ".join(p.info["cmdline"] or [])
                for p in psutil.process_iter(["cmdline"]))
 
 
-def test_interrupted_launch_still_shuts_down_cleanly(foreign, kernel):
+@pytest.mark.parametrize("marker, started", [("setsid --wait ray start", gcs_started),
+                                             ("serve run serve_llama_3_1_70b:app", replica_started)],
+                         ids=["in-ray-start", "in-serve-run"])
+def test_an_interrupted_launch_still_shuts_down_cleanly(marker, started, foreign, kernel):
     km, kc = kernel
     cells = code_cells()
-    launch = cell(cells, "serve run serve_llama_3_1_70b:app")
+    launch = cell(cells, marker)
     for source in cells[:launch]:  # as a reader would: every cell before the launch, in order
         status, text = run(kc, source, 300)
         assert status == "ok", text[-2000:]
     msg_id = kc.execute(cells[launch])
     deadline = time.monotonic() + 120
-    while not replica_started() and time.monotonic() < deadline:  # deploying
-        time.sleep(1)
-    assert replica_started(), "serve run never started a replica"
+    while not started() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started(), f"the launch cell never got this far: {started.__doc__}"
     km.interrupt_kernel()
     while True:  # the launch cell ends, interrupted
         reply = kc.get_shell_msg(timeout=120)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
     assert reply["content"]["status"] == "error"  # KeyboardInterrupt: the launch did not finish
+    if started is gcs_started:  # before `teardown --remember`: only the launch mark makes the cluster ours
+        assert teardown.sessions() == [], "the interrupt came after the cluster was written down"
     shut_down(kc, cells, foreign)
 
 

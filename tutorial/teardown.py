@@ -7,7 +7,9 @@ exactly the processes of the remembered sessions (raylet first and the GCS last,
 then removes the HAProxy folders those sessions made (serve_plugins/haproxy_files.py). A record proves
 the session is still the tutorial's: the machine's boot id, and the adopted process (its start
 time and command) or a Ray or vLLM process started since. An entry that fails, as after a reboot
-or once its id belongs to someone else's processes, is dropped, never stopped.
+or once its id belongs to someone else's processes, is dropped, never stopped. A launch interrupted
+before `--remember` wrote nothing down: its processes still carry the kernel's launch mark
+(serve_plugins/cluster_env.py), and teardown run from that kernel stops their sessions too.
 Success is judged by effect: none of them runs, and port 8000 has no listener of ours.
 
   python -m tutorial.teardown --remember [PORT]  adopt the Ray node listening on PORT (6379, the
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from serve_plugins import haproxy_files
+from serve_plugins import cluster_env, haproxy_files
 from tutorial import access
 from tutorial.facts import DASHBOARD_PORT, HTTP_PORT, RAY_PORT
 
@@ -39,8 +41,8 @@ RAY_ADDRESS_FILE = Path("/tmp/ray/ray_current_cluster")  # `ray start` writes it
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # new at every boot
 # Command-line marks of Ray and vLLM processes: what a foreign one looks like, to name it.
 # HAProxy is among them: `ray stop` leaves the one Serve's high-throughput mode started.
-PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "/ray/_private/", "VLLM::", "EngineCore",
-                 "haproxy")
+PROCESS_MARKS = ("raylet", "gcs_server", "ray::", "/ray/dashboard/", "ray-dashboard-", "/ray/_private/",
+                 "/ray/autoscaler/", "ray.util.client.server", "VLLM::", "EngineCore", "haproxy")
 GRACE_S = 30
 CLEAN = f"port {PORT} closed, no Ray or vLLM process of this tutorial left"  # the last line when all is stopped
 
@@ -118,10 +120,28 @@ def _write(entries: list[dict]) -> None:
         RECORD.unlink(missing_ok=True)
 
 
+def _own_sessions() -> set[int]:
+    """This shell's session and its parents' (the notebook's kernel, Jupyter): never ours to stop."""
+    return {os.getsid(0), *(os.getsid(a.pid) for a in psutil.Process().parents())}
+
+
+def marked_sessions() -> set[int]:
+    """Sessions of the Ray processes that carry this environment's launch mark: started from this kernel."""
+    mark = os.environ.get(cluster_env.LAUNCH_MARK)
+    found = set()
+    for p in ray_processes() if mark else []:
+        try:
+            if p.environ().get(cluster_env.LAUNCH_MARK) == mark:
+                found.add(os.getsid(p.pid))
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            pass
+    return found - _own_sessions()
+
+
 def remember_session(pid: int) -> int:
     """Adopt the session of process `pid`: teardown will stop every process in it."""
     sid = os.getsid(pid)
-    if sid in {os.getsid(0), *(os.getsid(a.pid) for a in psutil.Process().parents())}:
+    if sid in _own_sessions():
         raise RuntimeError(f"pid {pid} shares this shell's session {sid}; start Ray with `setsid --wait ray start ...` "
                            f"so its processes have a session of their own")
     p = psutil.Process(pid)
@@ -154,9 +174,14 @@ def in_sessions(sids: set[int]) -> list[psutil.Process]:
     return found
 
 
+def our_sessions() -> set[int]:
+    """The adopted sessions and the marked ones."""
+    return set(sessions()) | marked_sessions()
+
+
 def ours() -> list[psutil.Process]:
-    """Running processes of the adopted sessions."""
-    return in_sessions(set(sessions()))
+    """Running processes of our sessions."""
+    return in_sessions(our_sessions())
 
 
 def ray_processes() -> list[psutil.Process]:
@@ -222,8 +247,9 @@ def _remove_haproxy_folders(entries: list[dict]) -> None:
 
 
 def shutdown() -> None:
-    """Stop every process of the adopted sessions: raylets, then the rest, then the GCS."""
-    procs = ours()
+    """Stop every process of our sessions: raylets, then the rest, then the GCS."""
+    sids = our_sessions()
+    procs = in_sessions(sids)
     entries = _entries()
     if not procs:
         _remove_haproxy_folders(entries)
@@ -239,13 +265,13 @@ def shutdown() -> None:
     for bucket in (raylets, [p for p in procs if p not in raylets + gcs], gcs):
         stop(bucket)
     time.sleep(1)
-    stop(in_sessions({e["sid"] for e in entries}))  # anything the first round started on its way out
+    stop(in_sessions(sids))  # anything the first round started on its way out
     deadline = time.monotonic() + GRACE_S
     while any(port_open(port) for port in held) and time.monotonic() < deadline:
         time.sleep(0.5)
     if RAY_ADDRESS_FILE.exists() and not port_open(RAY_PORT):
         RAY_ADDRESS_FILE.unlink(missing_ok=True)  # as `ray stop` does, so no one connects to a dead head
-    if not in_sessions({e["sid"] for e in entries}):  # all stopped: nothing of the tutorial's runs any more
+    if not in_sessions(sids):  # all stopped: nothing of the tutorial's runs any more
         _remove_haproxy_folders(entries)
         RECORD.unlink(missing_ok=True)
 
