@@ -27,16 +27,14 @@ from pathlib import Path
 import httpx
 import matplotlib
 
-from lab import cold_start, probes
+from lab import cold_start, probes, stream
 from lab.launch import Deployment
-from tutorial import autoscaling, gpus, ready
-from tutorial.facts import MODEL_ID
+from tutorial import autoscaling, gpus
 from tutorial.profiles import PROFILES
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-CHAT = f"{ready.BASE_URL}/v1/chat/completions"
 MAX_TOKENS = 32
 SCALE_UP_S = 420  # a second CPU replica starts in about 2 minutes while the first one serves
 SCALE_DOWN_S = 300  # downscale_delay_s 20 plus Serve's 30 s look-back and the replica's drain
@@ -54,48 +52,24 @@ class Load:
         self.lock = threading.Lock()
 
     def one(self, http: httpx.Client) -> None:
-        """One streaming request, counted as ok, failed (an error status) or broken (no [DONE] after usage)."""
-        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Count from 1 to 20."}],
-                "max_tokens": MAX_TOKENS, "stream": True, "stream_options": {"include_usage": True}}
+        """One streaming request, counted as ok, failed (an error status) or broken (lab/stream.py)."""
         with self.lock:
             self.running += 1
-        try:
-            sent, first, lines = time.monotonic(), None, []
-            with http.stream("POST", CHAT, json=body) as r:
-                for line in r.iter_lines():
-                    if line:
-                        first = first or time.monotonic() - sent
-                        lines.append(line)
-                outcome = ("ok" if r.status_code == 200 and lines and lines[-1] == "data: [DONE]"
-                           else "failed" if r.status_code != 200 else "broken")
-                detail = f"HTTP {r.status_code}: {(lines or [''])[-1][:200]}"
-                # include_usage: the chunk before [DONE] counts the tokens this answer got
-                last = lines[-2] if len(lines) > 1 else ""
-                usage = json.loads(last.removeprefix("data: ")).get("usage") if outcome == "ok" and last else None
-                if outcome == "ok" and not usage:
-                    outcome, detail = "broken", f"no usage before [DONE]: {last[:200]}"
-        except (httpx.HTTPError, ValueError) as e:  # ValueError: a chunk that is not JSON
-            outcome, detail = "broken", repr(e)
+        answer = stream.chat(http, "Count from 1 to 20.", MAX_TOKENS)
         with self.lock:
             self.running -= 1
-            if outcome == "ok":
+            if answer.ok:
                 self.done += 1
-                self.tokens += usage["completion_tokens"]
-                self.ttfts.append(first)
+                self.tokens += answer.tokens
+                self.ttfts.append(answer.first_s)
             else:
-                (self.failed if outcome == "failed" else self.broken).append(detail)
-
-    def client(self, stop: threading.Event) -> None:
-        with httpx.Client(timeout=300) as http:
-            while not stop.is_set():
-                self.one(http)
+                (self.failed if answer.outcome == "failed" else self.broken).append(answer.detail)
 
     def start(self, n: int) -> list[threading.Event]:
-        stops = []
-        for _ in range(n):
-            stop = threading.Event()
-            threading.Thread(target=self.client, args=(stop,), daemon=True).start()
-            stops.append(stop)
+        """`n` clients, each sending one request after another until its stop is set."""
+        stops = [threading.Event() for _ in range(n)]
+        for stop in stops:
+            stream.clients(1, lambda http, _: self.one(http), stop=stop)
         return stops
 
 

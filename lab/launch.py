@@ -11,6 +11,7 @@ start, stops the cluster it started (and nothing else) and raises if anything of
 """
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -27,9 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclasses.dataclass
 class Node:
     """A Ray node that joins the head on this host: its GPUs (CUDA_VISIBLE_DEVICES), logical CPUs,
-    and what two nodes on one host must not share (temp dir, node manager and agent ports)."""
+    custom resources (a GPU type, as Ray's `accelerator_type:H100`), and what two nodes on one host
+    must not share (temp dir, node manager and agent ports)."""
     gpus: str
     num_cpus: int
+    resources: dict = dataclasses.field(default_factory=dict)
     temp_dir: str = "/tmp/ray-worker-node"
     node_manager_port: int = 6380
     agent_port: int = 52366
@@ -69,7 +72,8 @@ def steps(num_cpus: int, target: str, head_gpus: str | None = None, workers: tup
     for node in workers:
         commands += [
             (["setsid", "--wait", "ray", "start", "--address", f"127.0.0.1:{RAY_PORT}", "--num-cpus", str(node.num_cpus),
-              *_gpus(node.gpus), "--temp-dir", node.temp_dir,
+              *_gpus(node.gpus), *(["--resources", json.dumps(node.resources)] if node.resources else []),
+              "--temp-dir", node.temp_dir,
               "--dashboard-agent-listen-port", str(node.agent_port), "--node-manager-port", str(node.node_manager_port)],
              {"CUDA_VISIBLE_DEVICES": node.gpus}),
             ([sys.executable, "-m", "tutorial.teardown", "--remember", str(node.node_manager_port)], {}),
@@ -91,13 +95,15 @@ class Deployment:
     port = teardown.PORT
 
     def __init__(self, target: str, env: dict, log: Path, ready_s: float, num_cpus: int = MIN_CPUS,
-                 head_gpus: str | None = None, workers: tuple[Node, ...] = (), preflight: bool = False):
+                 head_gpus: str | None = None, workers: tuple[Node, ...] = (), preflight: bool = False,
+                 head_cpus: int | None = None):
         """`target` is serve run's MODULE:APP in the repository, or a Serve config file; `env` adds to this environment and
         the notebook's (or overrides it); the head declares at least `num_cpus` logical CPUs
-        (scheduling slots, not cores) and, given `head_gpus`, only those GPUs."""
+        (scheduling slots, not cores), or exactly `head_cpus` (0: a head that runs no work, as on
+        Kubernetes), and, given `head_gpus`, only those GPUs."""
         self.log, self.ready_s, self.target = log, ready_s, target
         # The engine and the ingress each need a logical CPU.
-        cpus = max(os.cpu_count() or 1, num_cpus)
+        cpus = max(os.cpu_count() or 1, num_cpus) if head_cpus is None else head_cpus
         self.steps = steps(cpus, target, head_gpus, workers, preflight)
         # Other nodes join only a head that listens beyond loopback, as the notebook's multi-node section says.
         cluster = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"} if workers else {}

@@ -27,13 +27,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import httpx
 import psutil
 
 import capacity
-from lab import bench, launch
+from lab import bench, launch, stream
 from lab.bench_plot import plot
 from lab.notebook_results import engine_lines, log_lines
-from tutorial import facts, gpus, placement, ready, teardown
+from tutorial import gpus, placement, ready, teardown
 from tutorial.profiles import PROFILES, SMALL_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +59,6 @@ def kv_tokens(lines: list[str]) -> int:
     return min(found)
 
 
-def chat(max_tokens: int = 16, timeout: float = 60) -> tuple[int, dict | str]:
-    status, body = ready.request("POST", f"{ready.BASE_URL}/v1/chat/completions", {
-        "model": facts.MODEL_ID, "messages": [{"role": "user", "content": "What is 2 + 2?"}],
-        "max_tokens": max_tokens, "temperature": 0}, timeout=timeout)
-    try:
-        return status, json.loads(body)
-    except json.JSONDecodeError:
-        return status, body[:200]
-
-
 def lose_worker_node(smoke: bool) -> dict:
     """Four clients keep asking; the worker node's processes are killed (as a host that dies);
     what the clients saw, and whether Serve recovered or failed within LOSS_WATCH_S."""
@@ -75,18 +66,11 @@ def lose_worker_node(smoke: bool) -> dict:
     sid = os.getsid(worker.pid)
     outcomes, stop, start = [], threading.Event(), time.monotonic()
 
-    def client():
-        while not stop.is_set():
-            t = time.monotonic() - start
-            try:
-                status, body = chat(timeout=60)
-                outcomes.append((t, status, "" if status == 200 else str(body)[:160]))
-            except OSError as e:  # refused, reset or timed out
-                outcomes.append((t, None, f"{type(e).__name__}: {e}"[:160]))
+    def ask(http, _) -> None:
+        t = time.monotonic() - start
+        outcomes.append((t, stream.chat(http, "What is 2 + 2?", 16, temperature=0)))
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
+    threads = stream.clients(4, ask, stop=stop, timeout=60)
     time.sleep(5 if smoke else 20)
     killed_at = time.monotonic() - start
     victims = teardown.in_sessions({sid})
@@ -101,15 +85,15 @@ def lose_worker_node(smoke: bool) -> dict:
     for t in threads:
         t.join(timeout=70)
     after = [o for o in outcomes if o[0] >= killed_at]
-    failed = [o for o in after if o[1] != 200]
+    failed = [o for o in after if not o[1].ok]
     return {
         "killed_processes": len(victims), "killed_at_s": round(killed_at, 1), "watched_s": watch_s,
         "requests_before": sum(o[0] < killed_at for o in outcomes),
-        "failed_before": sum(o[0] < killed_at and o[1] != 200 for o in outcomes),
+        "failed_before": sum(o[0] < killed_at and not o[1].ok for o in outcomes),
         "requests_after": len(after), "failed_after": len(failed),
         "first_failure_after_s": round(min(o[0] for o in failed) - killed_at, 1) if failed else None,
-        "answered_after_loss": sum(o[1] == 200 for o in after),
-        "errors": collections.Counter(f"{o[1]} {o[2]}" for o in failed).most_common(5),
+        "answered_after_loss": sum(o[1].ok for o in after),
+        "errors": collections.Counter(f"{o[1].status} {o[1].detail[:160]}" for o in failed).most_common(5),
         "app_status_at_end": ready.app_status(),
     }
 
@@ -118,10 +102,10 @@ def measure(profile: str, smoke: bool, logdir: Path) -> dict:
     """Placement, an answer, the KV cache against the planner, and the benchmark, on the running deployment."""
     where = placement.engine_placement()
     print(f"placement: {where['worker_nodes']} node(s) for {len(where['workers'])} engine worker(s)", flush=True)
-    status, body = chat()
-    usage = body.get("usage", {}) if isinstance(body, dict) else {}
-    answer_ok = status == 200 and usage.get("completion_tokens", 0) > 0 and bool(body["choices"][0]["finish_reason"])
-    print(f"answer: HTTP {status}, {usage.get('completion_tokens')} tokens", flush=True)
+    with httpx.Client(timeout=60) as http:
+        answer = stream.chat(http, "What is 2 + 2?", 16, temperature=0)
+    answer_ok = answer.ok and answer.tokens > 0
+    print(f"answer: HTTP {answer.status}, {answer.tokens} tokens {answer.detail}", flush=True)
     shape = PROFILES[profile]()
     engine, model = shape["engine_kwargs"], shape.get("model_source", str(SMALL_MODEL_DIR))
     gpu = gpus.node_type()
@@ -145,7 +129,7 @@ def measure(profile: str, smoke: bool, logdir: Path) -> dict:
     return dict(
         gpu=gpu, gpu_count=len(gpus.detect()), engine_kwargs=engine,
         placement_group_config=shape.get("placement_group_config"), placement=where, answer_ok=answer_ok,
-        answer_tokens=usage.get("completion_tokens"), vllm_kv_tokens=vllm_kv,
+        answer_tokens=answer.tokens, vllm_kv_tokens=vllm_kv,
         planner_kv_tokens=plan and plan.kv_cache_tokens,
         planner=plan and dict(weights_gib_per_gpu=plan.weights_gib_per_gpu, other_gib_per_gpu=plan.other_gib_per_gpu,
                               kv_cache_gib_per_gpu=plan.kv_cache_gib_per_gpu),

@@ -13,7 +13,6 @@ Prometheus server (bash lab/prometheus.sh).
 """
 
 import argparse
-import asyncio
 import collections
 import contextlib
 import datetime
@@ -38,7 +37,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from lab import ROOT
+from lab import ROOT, stream
 from lab.launch import Deployment
 from serve_plugins import cluster_env, haproxy_files, haproxy_guard
 from serve_plugins.api_key import KEY_ENV
@@ -46,7 +45,7 @@ from tutorial import access, facts, metrics, ready, teardown
 from tutorial.facts import MODEL_ID
 
 URL = ready.BASE_URL
-CHAT = f"{URL}/v1/chat/completions"
+CHAT = stream.CHAT
 KEY = secrets.token_urlsafe(24)  # fresh each run, so no committed file can hold it
 HF_TOKEN = "hf_" + secrets.token_hex(16)  # a fake Hugging Face token, exported as the 70B path tells the reader to
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -341,45 +340,23 @@ def prometheus(run: Run) -> dict:
             "prometheus": {"version": "Debian prometheus 2.42", "stored": stored, "up": promql(run.prometheus, 'up{job="ray"}')}}
 
 
-async def _one(http: httpx.AsyncClient, i: int) -> dict:
-    """One streamed request; a 503 (back-pressure) is retried, and counts only if a retry succeeds."""
-    start, tries = time.monotonic(), 0
-    while True:
-        tries += 1
-        try:
-            async with http.stream("POST", CHAT, json=ask(f"Say hello to client {i}.", max_tokens=16, stream=True),
-                                   headers=AUTH) as r:
-                if r.status_code == 503 and tries < 5:
-                    await asyncio.sleep(tries)
-                    continue
-                text = "".join([line async for line in r.aiter_lines()])
-                ok = r.status_code == 200 and "[DONE]" in text
-                return {"ok": ok, "status": r.status_code, "tries": tries, "ms": (time.monotonic() - start) * 1000}
-        except httpx.HTTPError as e:
-            return {"ok": False, "status": type(e).__name__, "tries": tries, "ms": (time.monotonic() - start) * 1000}
-
-
-async def _load(clients: int, requests: int) -> list[dict]:
-    queue = iter(range(requests))
-    results: list[dict] = []
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10)) as http:
-        async def worker():
-            for i in queue:
-                results.append(await _one(http, i))
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    return results
+def hello(http: httpx.Client, i: int) -> stream.Answer:
+    """One short streamed answer; a 503 (back-pressure) is retried, and counts only if the last try fails."""
+    return stream.chat(http, f"Say hello to client {i}.", 16, retry_503=4, temperature=0)
 
 
 def load(run: Run) -> dict:
     clients, requests = (16, 32) if run.smoke else (32, 128)
-    start = time.monotonic()
-    results = asyncio.run(_load(clients=clients, requests=requests))
-    ms = sorted(r["ms"] for r in results)
-    failed = [r for r in results if not r["ok"]]
+    start, results = time.monotonic(), []
+    for t in stream.clients(clients, lambda http, i: results.append(hello(http, i)), requests=requests, headers=AUTH):
+        t.join()
+    ms = sorted(r.seconds * 1000 for r in results)
+    failed = [r for r in results if not r.ok]
     return {"clients": clients, "requests": len(results), "sent": requests, "failed": len(failed),
-            "retried_503": sum(r["tries"] > 1 for r in results),
+            "retried_503": sum(r.tries > 1 for r in results),
             "p50_ms": round(statistics.median(ms)), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))]),
-            "seconds": round(time.monotonic() - start, 1), "what_failed": failed[:5]}
+            "seconds": round(time.monotonic() - start, 1),
+            "what_failed": [{"status": r.status, "detail": r.detail, "tries": r.tries} for r in failed[:5]]}
 
 
 def pids(*marks: str) -> list[int]:
@@ -399,35 +376,29 @@ def kill_under_load(victims: list[int], deadline_s: float, pause_s: float = 0.0)
     """SIGKILL `victims` while four streaming clients keep sending. Returns every request they sent (each
     marked `after_kill` or not) and the seconds from the kill until a new request succeeded (at least
     `deadline_s` if none did)."""
-    stop, killed_at = False, None
+    sent, stop, killed = [], threading.Event(), threading.Event()
 
-    async def traffic() -> list[dict]:
-        out = []
-        async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10)) as http:
-            async def worker(w):
-                while not stop:
-                    out.append({**await _one(http, w), "after_kill": killed_at is not None})
-                    await asyncio.sleep(pause_s)
-            await asyncio.gather(*(worker(w) for w in range(4)))
-        return out
+    def ask(http: httpx.Client, i: int) -> None:
+        answer = hello(http, i)
+        sent.append({"ok": answer.ok, "status": answer.status, "after_kill": killed.is_set()})
+        time.sleep(pause_s)
 
-    async def scenario():
-        nonlocal stop, killed_at
-        task = asyncio.create_task(traffic())
-        await asyncio.sleep(5)
-        killed_at = time.monotonic()
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        while time.monotonic() - killed_at < deadline_s:  # recovered: a request sent after the kill succeeds
-            await asyncio.sleep(2)
-            async with httpx.AsyncClient(timeout=60) as http:
-                if (await _one(http, -1))["ok"]:
-                    break
-        recovery_s = time.monotonic() - killed_at
-        stop = True
-        return await task, recovery_s
-
-    return asyncio.run(scenario())
+    threads = stream.clients(4, ask, stop=stop, timeout=60, headers=AUTH)
+    time.sleep(5)
+    killed_at = time.monotonic()
+    killed.set()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    while time.monotonic() - killed_at < deadline_s:  # recovered: a request sent after the kill succeeds
+        time.sleep(2)
+        with httpx.Client(timeout=60, headers=AUTH) as http:
+            if hello(http, -1).ok:
+                break
+    recovery_s = time.monotonic() - killed_at
+    stop.set()
+    for t in threads:
+        t.join()
+    return sent, recovery_s
 
 
 def faults(run: Run) -> list[dict]:
@@ -647,7 +618,7 @@ def stream_across_reload(run: Run) -> dict:
     seen = {"chunks": 0, "finish_reason": None, "last": "", "error": None, "status": None}
     reloaded_at = [None]  # set by this thread once HAProxy has reloaded, read by the stream's
 
-    def stream() -> None:
+    def read_slowly() -> None:
         body = ask("Count from 1 to 1000.", max_tokens=LONG_STREAM_TOKENS, min_tokens=LONG_STREAM_TOKENS, stream=True)
         conn = SlowReader("127.0.0.1", facts.HTTP_PORT, timeout=600)
         try:
@@ -670,7 +641,7 @@ def stream_across_reload(run: Run) -> dict:
             conn.close()
         seen["ended"] = time.monotonic()
 
-    client = threading.Thread(target=stream, daemon=True)
+    client = threading.Thread(target=read_slowly, daemon=True)
     start = time.monotonic()
     client.start()
     poll(lambda: seen["chunks"] >= 50, 120, "the long stream's first 50 chunks")

@@ -202,7 +202,8 @@ def _ttft_row(runs: dict, c: int) -> str:
             f"{vllm['median_tpot_ms']:.1f} / {ray['median_tpot_ms']:.1f} |")
 
 
-def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200: dict, h100: dict, bench: dict) -> str:
+def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200: dict, h100: dict, bench: dict,
+                   tp1: dict) -> str:
     up = h200["startup_s"]
     shape = [c for c in validation["cases"] if c["model"] == "llama-3.1-70b-vocab49152"]
     (compiled,) = [c for c in shape if c["tensor_parallel_size"] == 4 and not c["enforce_eager"]]
@@ -222,12 +223,15 @@ def rehearsal_page(tp4: dict, graphs: dict, bench4: dict, validation: dict, h200
     tp4_graph_line = next(l for l in tp4['engine'] if 'Graph capturing finished' in l).split('] ')[-1]
     case_rows = chr(10).join(_case_row(c) for c in shape)
     closed_gaps = " ".join(c["closed_gap"] for c in shape if c.get("closed_gap"))
+    open_gaps = " ".join(c["open_gap"] for c in shape if c.get("open_gap"))
+    (tp1_case,) = [c for c in shape if c["tensor_parallel_size"] == 1]
     bench4_completed = sum(r['completed'] for r in bench4['runs'])
     bench4_failed = sum(r['failed'] for r in bench4['runs'])
     ttft_rows = chr(10).join(_ttft_row(runs4, c) for c in levels)
     tp2_failed = sum(r['failed'] for r in runs)
     return page("rehearsal.md", a100=a100, bench=bench, bench4=bench4, bench4_completed=bench4_completed,
                                 bench4_failed=bench4_failed, case_rows=case_rows, closed_gaps=closed_gaps,
+                                open_gaps=open_gaps, tp1=tp1, tp1_case=tp1_case,
                                 compiled=compiled, graphs=graphs, h100=h100, h200=h200, kv_gib=kv_gib, mem=mem, plan=plan,
                                 ratios=ratios, settings=settings, small_graphs=small_graphs, tp2_failed=tp2_failed,
                                 tp4=tp4, tp4_graph_line=tp4_graph_line, ttft_rows=ttft_rows, up=up, validation=validation)
@@ -341,11 +345,11 @@ PAGES = {
     "reliability.md": ("docs/results/reliability-cpu.json", lambda: reliability_page(_load("reliability-cpu.json"))),
     "security.md": ("docs/results/security-cpu.json", lambda: security_page(_load("security-cpu.json"))),
     "rehearsal.md": ("docs/results/tp4-h200x4.json, graph-capture-h200x4.json, bench-tp4-h200x4.json, "
-                     "capacity-validation.json, tp2-h200x2.json, tp2-h100x2.json and bench-tp2-h200x2.json",
+                     "capacity-validation.json, tp2-h200x2.json, tp2-h100x2.json, bench-tp2-h200x2.json and tp1-h100.json",
                      lambda: rehearsal_page(_load("tp4-h200x4.json"), _load("graph-capture-h200x4.json"),
                                             _load("bench-tp4-h200x4.json"), _load("capacity-validation.json"),
                                             _load("tp2-h200x2.json"), _load("tp2-h100x2.json"),
-                                            _load("bench-tp2-h200x2.json"))),
+                                            _load("bench-tp2-h200x2.json"), _load("tp1-h100.json"))),
 }
 
 

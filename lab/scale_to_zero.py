@@ -18,7 +18,6 @@ import json
 import os
 import re
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import httpx
 import matplotlib
 import psutil
 
-from lab import cold_start
+from lab import cold_start, stream
 from lab.autoscaling import RAY_SESSION, START_MARKS, Load, replicas_now, stamp, timed_lines
 from lab.launch import Deployment
 from serve_plugins.api_key import KEY_ENV
@@ -71,16 +70,9 @@ def burst(clients: int, timeline: list, t0: float) -> dict:
     """`clients` streaming requests sent together, each timed to its first chunk; the replica count
     sampled every 2 s until all have ended."""
     load = Load()
-
-    def client() -> None:
-        # A timeout that covers a replica's whole start from zero.
-        with httpx.Client(timeout=1800, headers={"Authorization": f"Bearer {KEY}"}) as http:
-            load.one(http)
-
     sent = time.time()
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
+    # A timeout that covers a replica's whole start from zero.
+    threads = stream.clients(clients, lambda http, _: load.one(http), requests=clients, timeout=1800)
     while any(t.is_alive() for t in threads):
         timeline.append([round(time.monotonic() - t0, 1), replicas_now()])
         time.sleep(2)

@@ -1,9 +1,10 @@
-"""The tutorial on a real two-node Ray cluster on this machine: a head without GPUs or CPUs for
-work, the usual layout on Kubernetes, and a worker node that joins it with `ray start --address`,
-declaring two GPUs of type H100 and the CPUs. Ray schedules by declared resources, so the CPU
-machine stands in for a GPU node. What differs from two hosts: both raylets share this host's
-network ports (so Serve runs one HTTP proxy, on the head), and the worker keeps its files in a
-directory of its own, as it would on its own disk.
+"""The tutorial on a real two-node Ray cluster on this machine, started by the launch recipe
+(lab/launch.py): a head without GPUs or CPUs for work, the usual layout on Kubernetes, and a worker
+node that joins it with `ray start --address`, declaring two GPUs of type H100 and the CPUs, then
+the small model deployed onto it. Ray schedules by declared resources, so the CPU machine stands in
+for a GPU node. What differs from two hosts: both raylets share this host's network ports (so Serve
+runs one HTTP proxy, on the head), and the worker keeps its files in a directory of its own, as it
+would on its own disk.
 """
 
 import json
@@ -13,44 +14,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tutorial import facts, metrics, ready, teardown
+from lab import launch
+from tutorial import facts, ready
 
 pytestmark = pytest.mark.deploys
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, RAY_AUTH_MODE="token")
 ENV.pop("LLM_PROFILE", None)  # the 70B default: 8 x A100-40G
-WORKER_DIR = "/tmp/ray-worker-node"  # the worker's logs, where files on the head cannot show them
-
-
-def ray(*args: str) -> None:
-    out = subprocess.run(["setsid", "--wait", "ray", *args], env=ENV, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+WORKER = launch.Node(gpus="0,1", num_cpus=4, resources={"accelerator_type:H100": 1})
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    assert not teardown.leftovers() and not teardown.port_open(), f"something already runs here: {teardown.foreign()}"
+def cluster(tmp_path_factory):
+    log = tmp_path_factory.mktemp("cluster") / "launch.log"
     try:
-        ray("get-auth-token", "--generate")
-        # Each node in a session of its own, as the notebook starts its head; teardown stops both.
-        ray("start", "--head", "--num-cpus", "0", "--num-gpus", "0", "--metrics-export-port", str(metrics.METRICS_PORT),
-            "--disable-usage-stats")
-        teardown.remember()
-        # A second raylet on the same host needs its own agent port; the rest Ray picks itself.
-        ray("start", "--address", "127.0.0.1:6379", "--num-cpus", "4", "--num-gpus", "2", "--temp-dir", WORKER_DIR,
-            "--resources", json.dumps({"accelerator_type:H100": 1}), "--dashboard-agent-listen-port", "52366")
-        (raylet,) = [p for p in psutil.process_iter(["name", "cmdline"])
-                     if p.info["name"] == "raylet" and WORKER_DIR in " ".join(p.info["cmdline"])]
-        teardown.remember_session(raylet.pid)
-        yield
+        with launch.Deployment("serve_llama_3_1_70b:app", {"LLM_PROFILE": "cpu"}, log, ready_s=900, head_cpus=0,
+                               head_gpus="", workers=(WORKER,)) as deployment:
+            yield deployment
     finally:
-        teardown.shutdown()
-        shutil.rmtree(WORKER_DIR, ignore_errors=True)
-        assert not teardown.leftovers() and not teardown.port_open(), teardown.leftovers() or teardown.foreign()
+        shutil.rmtree(WORKER.temp_dir, ignore_errors=True)
 
 
 def test_preflight_reads_every_node_from_ray(cluster):
@@ -90,11 +75,6 @@ print(json.dumps({
 
 
 def test_a_replica_on_the_worker_node_answers_and_its_logs_and_metrics_are_found(cluster):
-    env = dict(ENV, LLM_PROFILE="cpu")
-    subprocess.run(["serve", "start", "--proxy-location", "HeadOnly"], env=env, check=True, timeout=120)
-    subprocess.run(["serve", "run", "serve_llama_3_1_70b:app", "--non-blocking"], cwd=ROOT, env=env, check=True,
-                   timeout=900)
-    ready.wait_until_ready(timeout_s=600)
     status, body = ready.request("POST", f"{ready.BASE_URL}/v1/chat/completions", {
         "model": facts.MODEL_ID, "messages": [{"role": "user", "content": "What is 2+2? Answer with a number."}],
         "max_tokens": 8, "temperature": 0})

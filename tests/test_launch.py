@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import nbformat
 
 from lab import launch
-from serve_plugins import haproxy_files
+from serve_plugins import cluster_env, haproxy_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = [c.source for c in nbformat.read(ROOT / "notebook.ipynb", as_version=4).cells if c.cell_type == "code"]
@@ -44,6 +44,9 @@ def test_the_launch_recipe_sets_the_notebooks_environment(monkeypatch, tmp_path)
             # Its own `import os` left out, so the cell writes into `environ`, not this process's environment.
             exec(cell.replace("import os\n", ""), {"os": SimpleNamespace(environ=environ)})
     deployment = launch.Deployment("serve_llama_3_1_70b:app", {}, tmp_path / "log", ready_s=1)
+    # Each launch has a mark of its own: its processes are the ones its teardown stops.
+    mark = cluster_env.LAUNCH_MARK
+    assert environ[mark] and deployment.env[mark] and environ.pop(mark) != deployment.env[mark]
     ours = {k: v for k, v in deployment.env.items() if k in environ}
     assert environ and ours == environ and deployment.env["RAY_USAGE_STATS_ENABLED"] == "0"
 
