@@ -31,7 +31,10 @@ WORKER = launch.Node(gpus="0,1", num_cpus=4, resources={"accelerator_type:H100":
 def cluster(tmp_path_factory):
     log = tmp_path_factory.mktemp("cluster") / "launch.log"
     try:
-        with launch.Deployment("serve_llama_3_1_70b:app", {"LLM_PROFILE": "cpu"}, log, ready_s=900, head_cpus=0,
+        # Serve's high-throughput mode keeps 1,000 log records per replica in memory and writes them at an error or
+        # when full, so a healthy replica's log is still empty here; this test is about finding it on the worker.
+        env = {"LLM_PROFILE": "cpu", "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+        with launch.Deployment("serve_llama_3_1_70b:app", env, log, ready_s=900, head_cpus=0,
                                head_gpus="", workers=(WORKER,)) as deployment:
             yield deployment
     finally:

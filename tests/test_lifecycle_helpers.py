@@ -24,6 +24,15 @@ def test_wait_gives_up_at_its_deadline_with_the_reason(capsys):
     assert "/v1/models: no answer" in capsys.readouterr().out
 
 
+def test_an_empty_replica_log_is_explained(tmp_path, monkeypatch):
+    # No cluster here: log_tail reads this node's files. The high-throughput mode leaves a healthy replica's log empty.
+    monkeypatch.setattr(ready, "LOG_DIR", str(tmp_path))
+    (tmp_path / "replica_default_LLMServer_x.log").write_text("")
+    assert "writes a replica's log at an error or every 1,000 lines" in ready.log_tail()
+    (tmp_path / "replica_default_LLMServer_x.log").write_text("INFO Started vLLM engine\n")
+    assert "1,000 lines" not in ready.log_tail() and "Started vLLM engine" in ready.log_tail()
+
+
 def serve_8000() -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

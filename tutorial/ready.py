@@ -61,6 +61,10 @@ def log_tail(lines: int = 40) -> str:
             with open(path, errors="replace") as f:
                 tail = f.readlines()[-lines:]
             parts.append(f"----- {path} (last {len(tail)} lines)\n" + "".join(tail))
+    if parts and not any(part.count("\n") > 1 for part in parts):
+        # RAY_SERVE_THROUGHPUT_OPTIMIZED buffers RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE (1,000) records per replica.
+        parts.append("(empty: the high-throughput mode writes a replica's log at an error or every 1,000 lines; "
+                     "export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1 before ray start to see every line)")
     return "\n".join(parts) or f"(no replica logs under {LOG_DIR})"
 
 
