@@ -615,11 +615,13 @@ def stream_across_reload(run: Run) -> dict:
     replica to two: HAProxy reloads, and the old process, which carries the stream, is killed
     RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S later with every connection it still holds."""
     probe(run, "one")
-    seen = {"chunks": 0, "finish_reason": None, "last": "", "error": None, "status": None}
+    seen = {"chunks": 0, "finish_reason": None, "tokens": None, "last": "", "error": None, "status": None}
     reloaded_at = [None]  # set by this thread once HAProxy has reloaded, read by the stream's
 
     def read_slowly() -> None:
-        body = ask("Count from 1 to 1000.", max_tokens=LONG_STREAM_TOKENS, min_tokens=LONG_STREAM_TOKENS, stream=True)
+        # The usage chunk counts the tokens: vLLM merges tokens into fewer chunks when the reader lags.
+        body = ask("Count from 1 to 1000.", max_tokens=LONG_STREAM_TOKENS, min_tokens=LONG_STREAM_TOKENS, stream=True,
+                   stream_options={"include_usage": True})
         conn = SlowReader("127.0.0.1", facts.HTTP_PORT, timeout=600)
         try:
             conn.request("POST", "/v1/chat/completions", json.dumps(body),
@@ -629,9 +631,11 @@ def stream_across_reload(run: Run) -> dict:
             while raw := r.readline():
                 line = raw.decode().strip()
                 if line.startswith("data: {"):
-                    choice = (json.loads(line.removeprefix("data: "))["choices"] or [{}])[0]
+                    chunk = json.loads(line.removeprefix("data: "))
+                    choice = (chunk["choices"] or [{}])[0]
                     seen["chunks"] += "delta" in choice
                     seen["finish_reason"] = choice.get("finish_reason") or seen["finish_reason"]
+                    seen["tokens"] = (chunk.get("usage") or {}).get("completion_tokens", seen["tokens"])
                 seen["last"] = line or seen["last"]
                 if seen["chunks"] >= 50 and not (reloaded_at[0] and time.monotonic() > reloaded_at[0] + HOLD_S):
                     time.sleep(PACE_S)
@@ -655,7 +659,7 @@ def stream_across_reload(run: Run) -> dict:
     if client.is_alive():
         raise TimeoutError(f"the long stream still ran after {time.monotonic() - start:.0f} s")
     return {"hard_stop_after_s": int(run.deployment.env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]),
-            "tokens_asked": LONG_STREAM_TOKENS, "status": seen["status"], "chunks": seen["chunks"],
+            "tokens_asked": LONG_STREAM_TOKENS, "status": seen["status"], "chunks": seen["chunks"], "tokens": seen["tokens"],
             "finish_reason": seen["finish_reason"], "done": seen["last"] == "data: [DONE]", "client_error": seen["error"],
             "stream_s": round(seen["ended"] - start, 1), "after_reload_s": round(seen["ended"] - reloaded_at[0], 1),
             "alive_after": answers(run.client)}
