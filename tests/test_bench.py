@@ -1,6 +1,7 @@
 """lab/bench.py: its pieces and a reduced live sweep on this CPU (its committed results: test_committed_results.py)."""
 
 import asyncio
+import inspect
 import json
 import signal
 import socket
@@ -95,3 +96,14 @@ def test_reduced_sweep_on_cpu_answers_every_request_and_leaves_nothing(tmp_path)
     assert out.with_suffix(".png").exists()
     assert teardown.leftovers() == []
     assert not teardown.port_open(bench.VLLM_PORT)
+
+
+def test_the_replicas_batching_interval_has_no_public_reader_yet():
+    # The benchmark reads the interval through LLMServer's private _get_batch_interval_ms (ray-project/ray#59681).
+    # This fails once Ray renames it or adds a public reader, which the benchmark should then call instead.
+    code = ("from ray.llm._internal.serve.core.server.llm_server import LLMServer; "
+            "print(sorted(name for name in dir(LLMServer) if 'interval' in name))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.splitlines()[-1:] == ["['_get_batch_interval_ms']"], out.stdout[-2000:] + out.stderr[-2000:]
+    assert "._get_batch_interval_ms.remote()" in inspect.getsource(bench.RayServeServer.interval_in_use)
+
