@@ -102,7 +102,7 @@ def measure(profile: str, smoke: bool, logdir: Path) -> dict:
     """Placement, an answer, the KV cache against the planner, and the benchmark, on the running deployment."""
     where = placement.engine_placement()
     print(f"placement: {where['worker_nodes']} node(s) for {len(where['workers'])} engine worker(s)", flush=True)
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers=stream.auth()) as http:
         answer = stream.chat(http, "What is 2 + 2?", 16, temperature=0)
     answer_ok = answer.ok and answer.tokens > 0
     print(f"answer: HTTP {answer.status}, {answer.tokens} tokens {answer.detail}", flush=True)

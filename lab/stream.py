@@ -63,6 +63,11 @@ def judge(status: int, lines: list[str]) -> tuple[str, str, int]:
     return "ok", "", usage["completion_tokens"]
 
 
+def auth() -> dict:
+    """The API key of the environment (SERVE_API_KEY) as a header, if one is set."""
+    return {"Authorization": f"Bearer {os.environ[KEY_ENV]}"} if os.environ.get(KEY_ENV) else {}
+
+
 def chat(http: httpx.Client, content: str, max_tokens: int, retry_503: int = 0, url: str = CHAT, **extra) -> Answer:
     """One streaming request. A 503 (back-pressure) is sent again up to `retry_503` times, after 1, 2, ...
     seconds, and counts only as the last try ends."""
@@ -89,9 +94,8 @@ def clients(n: int, ask, stop: threading.Event | None = None, requests: int | No
     """`n` client threads, each with its own connection, that call `ask(http, i)` for the i-th request
     until `stop` is set or `requests` have been sent between them. Started; join them to wait. They
     send the API key of the environment (SERVE_API_KEY) unless given `headers`."""
-    if headers is None:
-        headers = {"Authorization": f"Bearer {os.environ[KEY_ENV]}"} if os.environ.get(KEY_ENV) else {}
     counter, lock = iter(range(requests)) if requests is not None else itertools.count(), threading.Lock()
+    headers = auth() if headers is None else headers
 
     def client() -> None:
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=10), headers=headers) as http:
