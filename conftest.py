@@ -30,18 +30,10 @@ MACHINE = "this machine cannot"  # how a skip reason starts when the machine, no
 
 
 def _ours() -> list[psutil.Process]:
-    """Marked Ray processes, and every process in their sessions: Ray's agents and workers rename
-    themselves (setproctitle), which blanks the environment that /proc shows of them."""
-    found, sids = [], set()
-    for p in teardown.ray_processes():
-        try:
-            if p.environ().get(RUN_MARK) == os.environ[RUN_MARK]:
-                found.append(p)
-                sids.add(os.getsid(p.pid))
-        except (psutil.Error, ProcessLookupError):  # gone, or another account's
-            pass
+    """Marked Ray processes, and every process in their sessions but this one's."""
+    found = teardown.marked(RUN_MARK, os.environ[RUN_MARK])
     pids = {p.pid for p in found}
-    return found + [p for p in teardown.in_sessions(sids - {os.getsid(0)}) if p.pid not in pids]
+    return [*found, *(p for p in teardown.in_sessions(set(found.values()) - {os.getsid(0)}) if p.pid not in pids)]
 
 
 def _left() -> list[psutil.Process]:

@@ -125,17 +125,24 @@ def _own_sessions() -> set[int]:
     return {os.getsid(0), *(os.getsid(a.pid) for a in psutil.Process().parents())}
 
 
+def marked(name: str, value: str) -> dict[psutil.Process, int]:
+    """Ray processes whose environment sets `name` to `value`, with their sessions. Ray's agents and
+    workers rename themselves (setproctitle), which blanks the environment /proc shows of them: their
+    session, shared with a marked daemon, is what makes them found."""
+    found = {}
+    for p in ray_processes():
+        try:
+            if p.environ().get(name) == value:
+                found[p] = os.getsid(p.pid)
+        except (ProcessLookupError, PermissionError, psutil.Error):  # gone, or another account's
+            pass
+    return found
+
+
 def marked_sessions() -> set[int]:
     """Sessions of the Ray processes that carry this environment's launch mark: started from this kernel."""
     mark = os.environ.get(cluster_env.LAUNCH_MARK)
-    found = set()
-    for p in ray_processes() if mark else []:
-        try:
-            if p.environ().get(cluster_env.LAUNCH_MARK) == mark:
-                found.add(os.getsid(p.pid))
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    return found - _own_sessions()
+    return set(marked(cluster_env.LAUNCH_MARK, mark).values()) - _own_sessions() if mark else set()
 
 
 def remember_session(pid: int) -> int:
