@@ -4,13 +4,17 @@ Serve's Python proxy and, in the high-throughput mode, every replica that HAProx
 import os
 
 from serve_plugins.api_key import KEY_ENV, RequireApiKey
+from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
 from serve_plugins.structured_errors import ClearStructuredOutputErrors
 
 
 def middlewares() -> list:
-    """The key check when SERVE_API_KEY is set, and a clear 400 where vLLM answers a structured-output
-    request with a 500 that says nothing."""
+    """The key check when SERVE_API_KEY is set, a clear 400 where vLLM answers a structured-output
+    request with a 500 that says nothing, and a 503 with Serve's reason for a request that waits on a
+    replica Serve cannot start. Ray wraps them in this order, each around the one before: the 503, with
+    the engine's error in it, goes only to a caller that passed the key check."""
     from starlette.middleware import Middleware
 
     key = os.environ.get(KEY_ENV)
-    return [*([Middleware(RequireApiKey, key=key)] if key else []), Middleware(ClearStructuredOutputErrors)]
+    return [Middleware(AnswerWhenNoReplicaCanStart), *([Middleware(RequireApiKey, key=key)] if key else []),
+            Middleware(ClearStructuredOutputErrors)]

@@ -5,10 +5,12 @@ notebook's environment (serve_plugins/cluster_env.py) with the API key check on.
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from openai import OpenAI
@@ -81,3 +83,33 @@ def test_preflight_names_a_gpu_type_no_node_has(deployed):
     out = subprocess.run([sys.executable, "-m", "tutorial.preflight", "--serve-config", str(wrong)], cwd=ROOT,
                          env=deployed[0].env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "FAIL GPUs: the config needs 1 x H100" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_replica_that_cannot_start_from_zero_answers_the_waiting_request_503_with_the_engines_error(deployed):
+    # Last of the file: the reader's update of the running app scales it to zero, with 1 MiB of KV cache,
+    # less than a block needs. The first request waits on a replica Serve cannot start.
+    from lab.scale_to_zero import engine_processes
+
+    d, tmp = deployed
+    config = yaml.safe_load(overlay(tmp).read_text())
+    (llm,) = config["applications"][0]["args"]["llm_configs"]
+    llm["deployment_config"]["autoscaling_config"].update(min_replicas=0, initial_replicas=0)
+    llm["engine_kwargs"]["kv_cache_memory_bytes"] = 2**20
+    broken = tmp / "broken.yaml"
+    broken.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = subprocess.run(["serve", "deploy", str(broken)], env=d.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    deadline = time.monotonic() + 300  # the old replica goes: nothing runs until a request comes
+    while engine_processes() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert not engine_processes()
+    start = time.monotonic()
+    answer = httpx.post(f"{ready.BASE_URL}/v1/chat/completions", timeout=900, headers={"Authorization": f"Bearer {KEY}"},
+                        json={"model": facts.MODEL_ID, "messages": [{"role": "user", "content": "What is 2 + 2?"}]})
+    waited = time.monotonic() - start
+    error = answer.json()["error"]
+    assert answer.status_code == 503 and error["code"] == 503, answer.text[:2000]
+    # Serve's reason quotes vLLM's own words, well before the client's timeout; nothing holds the memory.
+    assert "No available memory for the cache blocks" in error["message"] and waited < 600, (waited, error)
+    print(f"503 after {waited:.0f} s")
+    assert not engine_processes()

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from serve_plugins import api_key, proxy
+from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
 from serve_plugins.structured_errors import MESSAGE, ClearStructuredOutputErrors
 
 EMPTY_500 = json.dumps({"error": {"message": "", "type": "InternalServerError", "param": None, "code": 500}}).encode()
@@ -73,6 +74,8 @@ def test_streams_and_other_methods_pass_at_once():
 
 def test_serve_installs_it_with_or_without_the_key(monkeypatch):
     monkeypatch.delenv(api_key.KEY_ENV, raising=False)
-    assert [m.cls for m in proxy.middlewares()] == [ClearStructuredOutputErrors]
+    assert [m.cls for m in proxy.middlewares()] == [AnswerWhenNoReplicaCanStart, ClearStructuredOutputErrors]
     monkeypatch.setenv(api_key.KEY_ENV, "k")
-    assert [m.cls for m in proxy.middlewares()] == [api_key.RequireApiKey, ClearStructuredOutputErrors]
+    # Ray wraps each around the one before: the 503, which quotes the engine's error, is inside the key check.
+    assert [m.cls for m in proxy.middlewares()] == [AnswerWhenNoReplicaCanStart, api_key.RequireApiKey,
+                                                    ClearStructuredOutputErrors]

@@ -1,0 +1,97 @@
+"""A 503 with Serve's reason, not an endless wait, for a request that waits on a replica Serve cannot start.
+
+With min_replicas 0, a request that finds no replica waits in Serve's Python proxy (HAProxy's fallback)
+while Serve starts one. When the replica cannot start (a bad engine argument, too little memory), Serve
+marks the deployment UNHEALTHY after three tries and stops trying, but never answers the waiting
+request (Ray 2.58 and 2.60): only the client's own timeout ends it. This middleware, on each of Serve's
+HTTP servers (proxy.middlewares installs it), asks Serve's status about a request that has had no
+answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running, it answers
+503 with Serve's message, which quotes the engine's error, and drops the request. Serve's status does
+not say which application a path reaches, so it acts only where the cluster runs one application, as
+the tutorial's does. A request whose answer has started is never touched.
+"""
+
+import asyncio
+import json
+import time
+
+WAIT_S = 5  # an answer that starts sooner never asks Serve
+POLL_S = 2  # how often a waiting request asks, shared by all requests of one server
+BROKEN = ("UNHEALTHY", "DEPLOY_FAILED")
+
+
+def serve_status():
+    from ray import serve
+
+    return serve.status()
+
+
+def cannot_start(status) -> str | None:
+    """Serve's reason when the cluster's one application has a deployment that Serve could not start
+    and no replica of it runs; None while a replica runs or may still start."""
+    if len(status.applications) != 1:
+        return None
+    (app,) = status.applications.values()
+    for name, deployment in app.deployments.items():
+        if deployment.status in BROKEN and not deployment.replica_states.get("RUNNING"):
+            return f"Serve reports deployment {name} {deployment.status.value}: {deployment.message}"
+    return None
+
+
+def unavailable(reason: str) -> bytes:
+    return json.dumps({"error": {
+        "message": f"No replica of the model could start, so this request was not answered. {reason}",
+        "type": "ServiceUnavailableError", "code": 503}}).encode()
+
+
+class AnswerWhenNoReplicaCanStart:
+    """Pure ASGI middleware: runs the request, and answers 503 for it if it waits on a deployment that
+    Serve gave up starting."""
+
+    def __init__(self, app, status=serve_status, wait_s: float = WAIT_S, poll_s: float = POLL_S):
+        self.app, self.status, self.wait_s, self.poll_s = app, status, wait_s, poll_s
+        self.asked_at, self.reason = float("-inf"), None
+        self.asking = asyncio.Lock()
+
+    async def why(self) -> str | None:
+        """Serve's reason, asked at most once per poll_s for every waiting request of this server."""
+        async with self.asking:
+            if time.monotonic() - self.asked_at >= self.poll_s:
+                try:
+                    self.reason = cannot_start(await asyncio.to_thread(self.status))
+                except Exception:  # Serve's controller away or restarting: keep waiting, as Serve would
+                    self.reason = None
+                self.asked_at = time.monotonic()
+            return self.reason
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, given_up = False, False
+
+        async def send_unless_given_up(message):
+            nonlocal started
+            if given_up:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, send_unless_given_up))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.wait_s)
+            while not done and not started:
+                if (reason := await self.why()) and not started and not task.done():
+                    given_up = True
+                    task.cancel()
+                    body = unavailable(reason)
+                    await send({"type": "http.response.start", "status": 503,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                done, _ = await asyncio.wait({task}, timeout=self.poll_s)
+            await task
+        finally:
+            if not task.done():
+                task.cancel()

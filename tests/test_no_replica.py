@@ -1,0 +1,79 @@
+"""A request that waits on a replica Serve cannot start gets a 503 with Serve's reason, and no other request
+is touched. Serve's status is built from Ray's own schema classes, so a change of their shape fails here;
+tests/test_serve_deploy.py sends the real case through a live deployment scaled to zero."""
+
+import asyncio
+import json
+
+from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
+
+from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
+
+REASON = "The deployment failed to start 3 times in a row. ... No available memory for the cache blocks."
+
+
+def status(deployment: DeploymentStatus, running: int = 0, apps: int = 1) -> ServeStatus:
+    engine = DeploymentStatusOverview(status=deployment, status_trigger=DeploymentStatusTrigger.REPLICA_STARTUP_FAILED,
+                                      replica_states={ReplicaState.RUNNING: running} if running else {},
+                                      message=REASON)
+    app = ApplicationStatusOverview(status=ApplicationStatus.RUNNING, message="", last_deployed_time_s=0,
+                                    deployments={"LLMServer:my-llama-3_1-70b": engine})
+    return ServeStatus(applications={f"app{i}": app for i in range(apps)})
+
+
+def answering_after(delay_s: float | None):
+    """An app that starts its answer after delay_s, or never (None), as a request waiting on no replica."""
+    async def app(scope, receive, send):
+        await asyncio.sleep(3600 if delay_s is None else delay_s)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.5)  # the stream goes on after its start, past the wait
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+    return app
+
+
+def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int]:
+    sent, asked = [], []
+
+    def ask():
+        asked.append(1)
+        if isinstance(serve_status, Exception):
+            raise serve_status
+        return serve_status
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    middleware = AnswerWhenNoReplicaCanStart(app, status=ask, wait_s=0.2, poll_s=0.1)
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout_s))
+    return sent, len(asked)
+
+
+def test_a_request_waiting_on_a_deployment_serve_gave_up_gets_503_with_serves_reason():
+    (start, body), asked = call(answering_after(None), status(DeploymentStatus.UNHEALTHY))
+    error = json.loads(body["body"])["error"]
+    assert start["status"] == 503 and error["code"] == 503 and asked == 1
+    assert "UNHEALTHY" in error["message"] and "No available memory for the cache blocks" in error["message"]
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+
+
+def test_a_quick_answer_passes_untouched_and_never_asks_serve():
+    sent, asked = call(answering_after(0), status(DeploymentStatus.UNHEALTHY))
+    assert [m.get("status") for m in sent] == [200, None] and asked == 0
+
+
+def test_an_answer_that_has_started_is_never_cut():
+    # The answer starts within the wait and streams past it, while Serve's status is bad.
+    sent, asked = call(answering_after(0.1), status(DeploymentStatus.UNHEALTHY))
+    assert sent[0]["status"] == 200 and sent[-1]["body"] == b"data: [DONE]\n\n" and asked == 0
+
+
+def test_a_replica_that_may_still_start_or_that_runs_keeps_the_request_waiting():
+    for serve_status in (status(DeploymentStatus.UPSCALING), status(DeploymentStatus.UNHEALTHY, running=1),
+                         status(DeploymentStatus.UNHEALTHY, apps=2), RuntimeError("no controller")):
+        sent, asked = call(answering_after(0.6), serve_status)
+        assert sent[0]["status"] == 200 and asked >= 2, serve_status
