@@ -4,8 +4,8 @@ With min_replicas 0, a request that finds no replica waits in Serve's Python pro
 while Serve starts one. When the replica cannot start (a bad engine argument, too little memory), Serve
 marks the deployment UNHEALTHY after three tries and stops trying, but never answers the waiting
 request (Ray 2.58 and 2.60): only the client's own timeout ends it. This middleware, on each of Serve's
-HTTP servers (proxy.middlewares installs it), asks Serve's status about a request that has had no
-answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running, it answers
+Python proxy (proxy.middlewares installs it there, not in the replicas that answer HAProxy directly),
+asks Serve's status about a request that has had no answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running, it answers
 503 with Serve's message, which quotes the engine's error, and drops the request. Serve's status does
 not say which application a path reaches, so it acts only where the cluster runs one application, as
 the tutorial's does. A request whose answer has started is never touched.
@@ -18,6 +18,14 @@ import time
 WAIT_S = 5  # an answer that starts sooner never asks Serve
 POLL_S = 2  # how often a waiting request asks, shared by all requests of one server
 BROKEN = ("UNHEALTHY", "DEPLOY_FAILED")
+
+
+def in_serve_proxy() -> bool:
+    """Whether this process is Serve's Python proxy (an actor Ray names SERVE_PROXY_ACTOR-<node id>): the one
+    server where a request waits for a replica. A replica answering HAProxy directly is one already."""
+    import ray
+
+    return ray.is_initialized() and (ray.get_runtime_context().get_actor_name() or "").startswith("SERVE_PROXY_ACTOR-")
 
 
 def serve_status():

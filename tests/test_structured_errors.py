@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from serve_plugins import api_key, proxy
-from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
+from serve_plugins import api_key, no_replica, proxy
 from serve_plugins.structured_errors import MESSAGE, ClearStructuredOutputErrors
 
 EMPTY_500 = json.dumps({"error": {"message": "", "type": "InternalServerError", "param": None, "code": 500}}).encode()
@@ -74,8 +73,11 @@ def test_streams_and_other_methods_pass_at_once():
 
 def test_serve_installs_it_with_or_without_the_key(monkeypatch):
     monkeypatch.delenv(api_key.KEY_ENV, raising=False)
-    assert [m.cls for m in proxy.middlewares()] == [AnswerWhenNoReplicaCanStart, ClearStructuredOutputErrors]
+    assert [m.cls for m in proxy.middlewares()] == [ClearStructuredOutputErrors]  # a replica, or no Ray at all
     monkeypatch.setenv(api_key.KEY_ENV, "k")
-    # Ray wraps each around the one before: the 503, which quotes the engine's error, is inside the key check.
-    assert [m.cls for m in proxy.middlewares()] == [AnswerWhenNoReplicaCanStart, api_key.RequireApiKey,
+    assert [m.cls for m in proxy.middlewares()] == [api_key.RequireApiKey, ClearStructuredOutputErrors]
+    # In Serve's proxy, where requests wait for replicas, the 503 that quotes the engine's error sits inside
+    # the key check: Ray wraps each middleware around the one before.
+    monkeypatch.setattr(no_replica, "in_serve_proxy", lambda: True)
+    assert [m.cls for m in proxy.middlewares()] == [no_replica.AnswerWhenNoReplicaCanStart, api_key.RequireApiKey,
                                                     ClearStructuredOutputErrors]
