@@ -214,32 +214,6 @@ def test_gpu_only_scripts_call_the_benchmark_as_it_is_now():
                     assert set(m.group(1).split()) <= set(choices), (path.name, option, m.group(1))
 
 
-@pytest.mark.deploys
-def test_the_gpu_notebook_runner_and_the_start_up_reader_run_on_the_cpu(tmp_path):
-    # Their smoke mode is the small model on the CPU: the same script, nbmake run and results code as on a GPU node.
-    import nbformat
-
-    from lab import cold_start, notebook_results
-
-    env = {**os.environ, "LLM_PROFILE": "cpu", "READY_TIMEOUT_S": "600", "RESULTS_DIR": str(tmp_path),
-           "RESULTS_NAME": "smoke"}
-    run = subprocess.run(["bash", "ci/gpu_notebook.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads((tmp_path / "smoke.json").read_text())
-    assert set(notebook_results.FIELDS) <= set(result) and result["passed"] and result["shutdown_verified"]
-    assert result["notebook_sha256"] == notebook_results.notebook_sha256(nbformat.read(ROOT / "notebook.ipynb", 4))
-    assert "4" in result["answer"] and result["time_to_ready_s"] > 0
-    assert (tmp_path / "smoke.serve-run.log").exists() and not (ROOT / "notebook.lab-run.ipynb").exists()
-    out = tmp_path / "cold-start.json"
-    read = subprocess.run([sys.executable, "-m", "lab", "run", "cold-start", "--out", str(out), f"smoke={tmp_path / 'smoke.ipynb'}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert read.returncode == 0, read.stderr[-3000:]
-    phases = json.loads(out.read_text())["runs"]["smoke"]
-    # Every start-up mark was found in the run's log, in order (the reader stops on a missing one).
-    assert list(phases["phases_s"]) == [name for name, _ in cold_start.MARKS] + ["readiness check answers"], phases
-    assert out.with_suffix(".png").exists()
-
-
 def lab_smoke(name: str, results: Path, *options: str, timeout: int = 900) -> None:
     run = subprocess.run([sys.executable, "-m", "lab", "run", name, "--smoke", "--results", str(results), *options],
                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)

@@ -33,6 +33,36 @@ def test_an_empty_replica_log_is_explained(tmp_path, monkeypatch):
     assert "1,000 lines" not in ready.log_tail() and "Started vLLM engine" in ready.log_tail()
 
 
+# The shape of Serve's controller log after a replica's constructor raised (Ray 2.60, a mistyped engine argument).
+CONTROLLER_LOG = """INFO 2026-12-07 20:35:29,100 controller 1 -- Starting Replica(id='a', deployment='LLMServer:m', app='default').
+ERROR 2026-12-07 20:35:29,151 controller 1 -- Exception in Replica(id='a', deployment='LLMServer:m', app='default'), the replica will be stopped.
+Traceback (most recent call last):
+RuntimeError: Failed to create vLLM engine config: an older reason
+ERROR 2026-12-07 20:35:48,957 controller 1 -- Exception in Replica(id='b', deployment='LLMServer:m', app='default'), the replica will be stopped.
+Traceback (most recent call last):
+  File "ray/serve/_private/deployment_state.py", line 1555, in check_ready
+    ) = ray.get(self._ready_obj_ref)
+  File "ray/llm/_internal/serve/engines/vllm/vllm_engine.py", line 222, in _get_vllm_engine_config
+    raise RuntimeError(f"Failed to create vLLM engine config: {e}") from None
+RuntimeError: Failed to create vLLM engine config: 1 validation error for ModelConfig
+  Value error, Unknown quantization method: fp9. Must be one of ['awq', 'fp8']
+    For further information visit https://errors.pydantic.dev/2.14/v/value_error
+INFO 2026-12-07 20:35:48,958 controller 1 -- Stopping Replica(id='b', deployment='LLMServer:m', app='default').
+"""
+
+
+def test_a_replica_that_raised_as_it_started_is_shown_from_the_controllers_log(tmp_path, monkeypatch):
+    # Its own log is empty: the reason is only in the controller's, which the readiness check then prints.
+    monkeypatch.setattr(ready, "LOG_DIR", str(tmp_path))
+    (tmp_path / "replica_default_LLMServer_x.log").write_text("")
+    (tmp_path / "controller_1.log").write_text(CONTROLLER_LOG)
+    tail = ready.log_tail()
+    assert "Exception in Replica(id='b'" in tail and "Unknown quantization method: fp9" in tail, tail
+    assert "id='a'" not in tail and "Stopping Replica" not in tail, tail  # the last record, and only it
+    (tmp_path / "controller_1.log").write_text(CONTROLLER_LOG.split("ERROR", 1)[0])
+    assert "raised as it started" not in ready.log_tail()
+
+
 def serve_8000() -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

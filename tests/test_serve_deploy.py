@@ -86,15 +86,15 @@ def test_preflight_names_a_gpu_type_no_node_has(deployed):
 
 
 def test_a_replica_that_cannot_start_from_zero_answers_the_waiting_request_503_with_the_engines_error(deployed):
-    # Last of the file: the reader's update of the running app scales it to zero, with 1 MiB of KV cache,
-    # less than a block needs. The first request waits on a replica Serve cannot start.
+    # Last of the file: the reader's update of the running app scales it to zero, with fp8 mistyped as fp9,
+    # which only the engine checks. The first request waits on a replica Serve cannot start.
     from lab.scale_to_zero import engine_processes
 
     d, tmp = deployed
     config = yaml.safe_load(overlay(tmp).read_text())
     (llm,) = config["applications"][0]["args"]["llm_configs"]
     llm["deployment_config"]["autoscaling_config"].update(min_replicas=0, initial_replicas=0)
-    llm["engine_kwargs"]["kv_cache_memory_bytes"] = 2**20
+    llm["engine_kwargs"]["quantization"] = "fp9"
     broken = tmp / "broken.yaml"
     broken.write_text(yaml.safe_dump(config, sort_keys=False))
     out = subprocess.run(["serve", "deploy", str(broken)], env=d.env, capture_output=True, text=True, timeout=120)
@@ -110,6 +110,6 @@ def test_a_replica_that_cannot_start_from_zero_answers_the_waiting_request_503_w
     error = answer.json()["error"]
     assert answer.status_code == 503 and error["code"] == 503, answer.text[:2000]
     # Serve's reason quotes vLLM's own words, well before the client's timeout; nothing holds the memory.
-    assert "No available memory for the cache blocks" in error["message"] and waited < 600, (waited, error)
+    assert "Unknown quantization method: fp9" in error["message"] and waited < 600, (waited, error)
     print(f"503 after {waited:.0f} s")
     assert not engine_processes()

@@ -7,8 +7,8 @@ checks they survive:
   kernel restart and a second Run All that stops at `ray start`;
 - an interrupted launch: the `ray start` cell interrupted once the GCS runs, before the cluster
   is written down, and the `serve run` cell once Serve deploys; then Shut down;
-- a replica that cannot start: a real engine error stops the run at the readiness check, well
-  within its deadline, with vLLM's own words, then Shut down;
+- a replica that cannot start: a real engine error (a mistyped engine argument) stops the run at the
+  readiness check, well within its deadline, with vLLM's own words, then Shut down;
 - a refusal: `bash scripts/tutorial.sh` while another program listens on port 8000, which preflight
   names and leaves alone, as does the script's exit trap.
 """
@@ -148,9 +148,8 @@ def test_an_interrupted_launch_still_shuts_down_cleanly(marker, started, foreign
 
 
 def test_a_replica_that_cannot_start_stops_the_run_within_its_deadline_with_the_engines_error(foreign, kernel, tmp_path):
-    # The reader's edit of the Configure cell: 1 MiB of KV cache, less than a block of the cache needs
-    # (a misread kv_cache_memory_bytes, which preflight lets through), in a copy of the repository
-    # that links to everything but the deploy file the cell writes.
+    # The reader's edit of the Configure cell: fp8 mistyped as fp9, which only the engine checks, in a copy
+    # of the repository that links to everything but the deploy file the cell writes.
     for path in ROOT.iterdir():
         if path.name != "serve_llama_3_1_70b.py":
             (tmp_path / path.name).symlink_to(path)
@@ -159,7 +158,7 @@ def test_a_replica_that_cannot_start_stops_the_run_within_its_deadline_with_the_
     configure, launch = cell(cells, "%%writefile serve_llama_3_1_70b.py"), cell(cells, "serve run serve_llama_3_1_70b:app")
     assert "\nllm_config = LLMConfig(**llm_args)" in cells[configure]
     cells[configure] = cells[configure].replace("\nllm_config = LLMConfig(**llm_args)",
-                                                '\nllm_args["engine_kwargs"]["kv_cache_memory_bytes"] = 2**20\n'
+                                                '\nllm_args["engine_kwargs"]["quantization"] = "fp9"\n'
                                                 'llm_config = LLMConfig(**llm_args)')
     run(kc, f"import os; os.chdir({str(tmp_path)!r})", 30)  # the %%bash cells run there too
     for source in cells[:launch]:
@@ -173,8 +172,8 @@ def test_a_replica_that_cannot_start_stops_the_run_within_its_deadline_with_the_
     status, text = run(kc, cells[cell(cells, "wait_until_ready(")], 900)
     assert status == "error" and text.count("Serve app: no application") >= 2, text[-3000:]
     assert time.monotonic() - start < float(os.environ.get("READY_TIMEOUT_S", 1800)), "the deadline, not the failure, ended it"
-    # vLLM's own words, raised in the engine as the replica starts.
-    assert "No available memory for the cache blocks" in launched + text, (launched + text)[-3000:]
+    # vLLM's own words, raised as the replica builds its engine.
+    assert "Unknown quantization method: fp9" in launched + text, (launched + text)[-3000:]
     shut_down(kc, cells, foreign)
 
 

@@ -10,6 +10,7 @@ deploy, or the deadline passes, it prints the tail of the replica logs and raise
 import glob
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -50,37 +51,55 @@ def app_status() -> str:
 
 def log_tail(lines: int = 40) -> str:
     """The last lines of each replica log, on whichever node of the cluster the replica runs:
-    where the engine's load errors end up. Read through Ray's log API; from this node's files
-    when that does not answer (the cluster is gone, or still starting)."""
-    try:
-        parts = _cluster_log_tails(lines)
-    except Exception:  # whatever the API fails with, the local files still tell something
-        parts = []
-    if not parts:
-        for path in sorted(glob.glob(os.path.join(LOG_DIR, "replica_*.log")), key=os.path.getmtime):
-            with open(path, errors="replace") as f:
-                tail = f.readlines()[-lines:]
-            parts.append(f"----- {path} (last {len(tail)} lines)\n" + "".join(tail))
+    where the engine's load errors end up; then the Serve controller's record of the last replica
+    that raised as it started (a bad engine argument), which only the controller's log holds. Read
+    through Ray's log API; from this node's files when that does not answer (the cluster is gone,
+    or still starting)."""
+    parts = [f"----- {name} (last {text.count(chr(10))} lines)\n{text}" for name, text in _logs("replica_*", lines)]
     if parts and not any(part.count("\n") > 1 for part in parts):
         # RAY_SERVE_THROUGHPUT_OPTIMIZED buffers RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE (1,000) records per replica.
         parts.append("(empty: the high-throughput mode writes a replica's log at an error or every 1,000 lines; "
                      "export RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1 before ray start to see every line)")
+    parts += [f"----- {name}: the last replica that raised as it started\n{error}"
+              for name, text in _logs("controller_*", 2000) if (error := replica_error(text))]
     return "\n".join(parts) or f"(no replica logs under {LOG_DIR})"
 
 
-def _cluster_log_tails(lines: int) -> list[str]:
-    """Every alive node's Serve replica logs, through the dashboard's log API."""
+def replica_error(controller_log: str, lines: int = 8) -> str | None:
+    """The controller's last "Exception in Replica" record: its first line and the end of its traceback,
+    where the reason stands."""
+    records = re.split(r"\n(?=(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d{4}-)", controller_log)
+    failed = [r.rstrip("\n").splitlines() for r in records if "-- Exception in Replica(" in r.split("\n", 1)[0]]
+    if not failed:
+        return None
+    first, *rest = failed[-1]
+    return "\n".join([first, *(["  ..."] if len(rest) > lines else []), *rest[-lines:]]) + "\n"
+
+
+def _logs(pattern: str, lines: int) -> list[tuple[str, str]]:
+    """(where, last lines) of each Serve log file named `pattern`, on every alive node of the cluster; this
+    node's files when Ray's log API does not answer."""
+    try:
+        found = _cluster_logs(pattern, lines)
+    except Exception:  # whatever the API fails with, the local files still tell something
+        found = []
+    if not found:
+        for path in sorted(glob.glob(os.path.join(LOG_DIR, f"{pattern}.log")), key=os.path.getmtime):
+            with open(path, errors="replace") as f:
+                found.append((path, "".join(f.readlines()[-lines:])))
+    return found
+
+
+def _cluster_logs(pattern: str, lines: int) -> list[tuple[str, str]]:
     from ray.util.state import get_log, list_logs, list_nodes
 
-    parts = []
+    found = []
     for node in list_nodes(filters=[("state", "=", "ALIVE")], timeout=10):
-        for names in list_logs(node_id=node.node_id, glob_filter="serve/replica_*", timeout=10).values():
+        for names in list_logs(node_id=node.node_id, glob_filter=f"serve/{pattern}", timeout=10).values():
             for name in names:
                 tail = "".join(get_log(node_id=node.node_id, filename=name, tail=lines, timeout=10))
-                where = node.node_ip + (" (head)" if node.is_head_node else "")
-                shown = tail.count("\n")
-                parts.append(f"----- {name} on node {where} (last {shown} lines)\n{tail}")
-    return parts
+                found.append((f"{name} on node {node.node_ip}{' (head)' if node.is_head_node else ''}", tail))
+    return found
 
 
 def models_ready(base_url: str, model: str) -> str | None:
