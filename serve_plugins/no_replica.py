@@ -2,13 +2,14 @@
 
 With min_replicas 0, a request that finds no replica waits in Serve's Python proxy (HAProxy's fallback)
 while Serve starts one. When the replica cannot start (a bad engine argument, too little memory), Serve
-marks the deployment UNHEALTHY after three tries and stops trying, but never answers the waiting
-request (Ray 2.58 and 2.60): only the client's own timeout ends it. This middleware, on each of Serve's
-Python proxy (proxy.middlewares installs it there, not in the replicas that answer HAProxy directly),
-asks Serve's status about a request that has had no answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running, it answers
-503 with Serve's message, which quotes the engine's error, and drops the request. Serve's status does
-not say which application a path reaches, so it acts only where the cluster runs one application, as
-the tutorial's does. A request whose answer has started is never touched.
+marks the deployment UNHEALTHY; after three failed starts of a deployment that never ran it stops trying
+(ray-project/ray#51600). Either way it never answers the waiting request (Ray 2.60): only the client's
+own timeout ends it. This middleware, in Serve's Python proxy only (proxy.middlewares installs it there,
+not in the replicas that HAProxy sends requests to directly), asks Serve's status about a request that
+has had no answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running,
+it answers 503 with Serve's message, which quotes the engine's error, and drops the request. Serve's
+status does not say which application a path reaches, so it acts only where the cluster runs one
+application, as the tutorial's does. A request whose answer has started is never touched.
 """
 
 import asyncio
