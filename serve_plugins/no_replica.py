@@ -59,19 +59,20 @@ class AnswerWhenNoReplicaCanStart:
 
     def __init__(self, app, status=serve_status, wait_s: float = WAIT_S, poll_s: float = POLL_S):
         self.app, self.status, self.wait_s, self.poll_s = app, status, wait_s, poll_s
-        self.asked_at, self.reason = float("-inf"), None
-        self.asking = asyncio.Lock()
+        self.answer, self.asked_at = None, float("-inf")
 
-    async def why(self) -> str | None:
-        """Serve's reason, asked at most once per poll_s for every waiting request of this server."""
-        async with self.asking:
-            if time.monotonic() - self.asked_at >= self.poll_s:
-                try:
-                    self.reason = cannot_start(await asyncio.to_thread(self.status))
-                except Exception:  # Serve's controller away or restarting: keep waiting, as Serve would
-                    self.reason = None
-                self.asked_at = time.monotonic()
-            return self.reason
+    def ask(self) -> asyncio.Future:
+        """Serve's reason, asked at most once per poll_s for all the waiting requests of this server."""
+        if self.answer is None or self.answer.done() and time.monotonic() - self.asked_at >= self.poll_s:
+            self.asked_at = time.monotonic()
+            self.answer = asyncio.ensure_future(self._why())
+        return self.answer
+
+    async def _why(self) -> str | None:
+        try:
+            return cannot_start(await asyncio.to_thread(self.status))
+        except Exception:  # Serve's controller away or restarting: keep waiting, as Serve would
+            return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -90,7 +91,12 @@ class AnswerWhenNoReplicaCanStart:
         try:
             done, _ = await asyncio.wait({task}, timeout=self.wait_s)
             while not done and not started:
-                if (reason := await self.why()) and not started and not task.done():
+                # The request goes on while Serve is asked: its answer may come first.
+                asking = self.ask()
+                done, _ = await asyncio.wait({task, asking}, return_when=asyncio.FIRST_COMPLETED)
+                if task in done or started:
+                    break
+                if reason := asking.result():
                     given_up = True
                     task.cancel()
                     body = unavailable(reason)

@@ -4,6 +4,7 @@ tests/test_serve_deploy.py sends the real case through a live deployment scaled 
 
 import asyncio
 import json
+import time
 
 from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
 from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
@@ -77,3 +78,25 @@ def test_a_replica_that_may_still_start_or_that_runs_keeps_the_request_waiting()
                          status(DeploymentStatus.UNHEALTHY, apps=2), RuntimeError("no controller")):
         sent, asked = call(answering_after(0.6), serve_status)
         assert sent[0]["status"] == 200 and asked >= 2, serve_status
+
+
+def test_a_slow_answer_from_serve_never_holds_back_the_requests_own_answer():
+    def slow():
+        time.sleep(2)  # Serve's controller slow to answer, or away
+        return status(DeploymentStatus.UNHEALTHY)
+
+    start = time.monotonic()
+    sent = []
+
+    async def send(message):
+        sent.append((message, time.monotonic() - start))
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def serve() -> float:  # the seconds until the server may close or reuse the connection
+        middleware = AnswerWhenNoReplicaCanStart(answering_after(0.3), status=slow, wait_s=0.2, poll_s=0.1)
+        await middleware({"type": "http", "method": "POST", "path": "/", "headers": []}, receive, send)
+        return time.monotonic() - start
+
+    assert asyncio.run(serve()) < 1.5 and sent[0][0]["status"] == 200, sent
