@@ -6,16 +6,19 @@ import asyncio
 import json
 import time
 
-from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
-from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
-
 from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
 
 REASON = "The deployment failed to start 3 times in a row. ... No available memory for the cache blocks."
 
 
-def status(deployment: DeploymentStatus, running: int = 0, apps: int = 1) -> ServeStatus:
-    engine = DeploymentStatusOverview(status=deployment, status_trigger=DeploymentStatusTrigger.REPLICA_STARTUP_FAILED,
+def status(deployment: str, running: int = 0, apps: int = 1):
+    # Imported here: Ray fixes its auth mode when imported, and pytest imports every test module first
+    # (tests/test_static.py::test_importing_the_helpers_does_not_import_ray).
+    from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+    from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
+
+    engine = DeploymentStatusOverview(status=DeploymentStatus(deployment),
+                                      status_trigger=DeploymentStatusTrigger.REPLICA_STARTUP_FAILED,
                                       replica_states={ReplicaState.RUNNING: running} if running else {},
                                       message=REASON)
     app = ApplicationStatusOverview(status=ApplicationStatus.RUNNING, message="", last_deployed_time_s=0,
@@ -55,7 +58,7 @@ def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int]:
 
 
 def test_a_request_waiting_on_a_deployment_serve_gave_up_gets_503_with_serves_reason():
-    (start, body), asked = call(answering_after(None), status(DeploymentStatus.UNHEALTHY))
+    (start, body), asked = call(answering_after(None), status("UNHEALTHY"))
     error = json.loads(body["body"])["error"]
     assert start["status"] == 503 and error["code"] == 503 and asked == 1
     assert "UNHEALTHY" in error["message"] and "No available memory for the cache blocks" in error["message"]
@@ -63,19 +66,19 @@ def test_a_request_waiting_on_a_deployment_serve_gave_up_gets_503_with_serves_re
 
 
 def test_a_quick_answer_passes_untouched_and_never_asks_serve():
-    sent, asked = call(answering_after(0), status(DeploymentStatus.UNHEALTHY))
+    sent, asked = call(answering_after(0), status("UNHEALTHY"))
     assert [m.get("status") for m in sent] == [200, None] and asked == 0
 
 
 def test_an_answer_that_has_started_is_never_cut():
     # The answer starts within the wait and streams past it, while Serve's status is bad.
-    sent, asked = call(answering_after(0.1), status(DeploymentStatus.UNHEALTHY))
+    sent, asked = call(answering_after(0.1), status("UNHEALTHY"))
     assert sent[0]["status"] == 200 and sent[-1]["body"] == b"data: [DONE]\n\n" and asked == 0
 
 
 def test_a_replica_that_may_still_start_or_that_runs_keeps_the_request_waiting():
-    for serve_status in (status(DeploymentStatus.UPSCALING), status(DeploymentStatus.UNHEALTHY, running=1),
-                         status(DeploymentStatus.UNHEALTHY, apps=2), RuntimeError("no controller")):
+    for serve_status in (status("UPSCALING"), status("UNHEALTHY", running=1),
+                         status("UNHEALTHY", apps=2), RuntimeError("no controller")):
         sent, asked = call(answering_after(0.6), serve_status)
         assert sent[0]["status"] == 200 and asked >= 2, serve_status
 
@@ -83,7 +86,7 @@ def test_a_replica_that_may_still_start_or_that_runs_keeps_the_request_waiting()
 def test_a_slow_answer_from_serve_never_holds_back_the_requests_own_answer():
     def slow():
         time.sleep(2)  # Serve's controller slow to answer, or away
-        return status(DeploymentStatus.UNHEALTHY)
+        return status("UNHEALTHY")
 
     start = time.monotonic()
     sent = []

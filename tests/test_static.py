@@ -443,6 +443,16 @@ def test_importing_the_helpers_does_not_import_ray():
     assert out.stdout.strip() == "False", out.stdout + out.stderr
 
 
+def test_collecting_the_tests_does_not_import_ray():
+    """pytest imports every test module before the first test runs: one that imports Ray at its top would
+    fix Ray's auth mode to disabled for the whole run, and every later in-process call to a token cluster fails."""
+    code = ("import importlib, pathlib, sys; sys.path[:0] = ['tests', '.']; "
+            "[importlib.import_module(p.stem) for p in sorted(pathlib.Path('tests').glob('test_*.py'))]; "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))[:3])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1:] == ["[]"], out.stdout[-2000:] + out.stderr[-2000:]
+
+
 def test_the_profiles_skip_node_initialisation_and_ray_still_reads_the_switch():
     """The profiles' callback turns Ray Serve LLM's node initialisation task off. Were the switch
     renamed, the callback would set a field nothing reads, and every start would be slower again."""
