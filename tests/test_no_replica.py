@@ -36,14 +36,17 @@ def answering_after(delay_s: float | None):
     return app
 
 
-def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int]:
+def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int, float]:
+    """What the middleware sent, how often it asked Serve, and the seconds until it returned: until the
+    server may close or reuse the connection. `serve_status` is Serve's answer, an error it raises, or a
+    function that gives it."""
     sent, asked = [], []
 
     def ask():
         asked.append(1)
         if isinstance(serve_status, Exception):
             raise serve_status
-        return serve_status
+        return serve_status() if callable(serve_status) else serve_status
 
     async def send(message):
         sent.append(message)
@@ -51,14 +54,19 @@ def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int]:
     async def receive():
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    middleware = AnswerWhenNoReplicaCanStart(app, status=ask, wait_s=0.2, poll_s=0.1)
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    asyncio.run(asyncio.wait_for(middleware(scope, receive, send), timeout_s))
-    return sent, len(asked)
+    async def serve() -> float:
+        start = time.monotonic()
+        middleware = AnswerWhenNoReplicaCanStart(app, status=ask, wait_s=0.2, poll_s=0.1)
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+        await asyncio.wait_for(middleware(scope, receive, send), timeout_s)
+        return time.monotonic() - start
+
+    seconds = asyncio.run(serve())
+    return sent, len(asked), seconds
 
 
 def test_a_request_waiting_on_a_deployment_serve_gave_up_gets_503_with_serves_reason():
-    (start, body), asked = call(answering_after(None), status("UNHEALTHY"))
+    (start, body), asked, _ = call(answering_after(None), status("UNHEALTHY"))
     error = json.loads(body["body"])["error"]
     assert start["status"] == 503 and error["code"] == 503 and asked == 1
     assert "UNHEALTHY" in error["message"] and "No available memory for the cache blocks" in error["message"]
@@ -66,20 +74,20 @@ def test_a_request_waiting_on_a_deployment_serve_gave_up_gets_503_with_serves_re
 
 
 def test_a_quick_answer_passes_untouched_and_never_asks_serve():
-    sent, asked = call(answering_after(0), status("UNHEALTHY"))
+    sent, asked, _ = call(answering_after(0), status("UNHEALTHY"))
     assert [m.get("status") for m in sent] == [200, None] and asked == 0
 
 
 def test_an_answer_that_has_started_is_never_cut():
     # The answer starts within the wait and streams past it, while Serve's status is bad.
-    sent, asked = call(answering_after(0.1), status("UNHEALTHY"))
+    sent, asked, _ = call(answering_after(0.1), status("UNHEALTHY"))
     assert sent[0]["status"] == 200 and sent[-1]["body"] == b"data: [DONE]\n\n" and asked == 0
 
 
 def test_a_replica_that_may_still_start_or_that_runs_keeps_the_request_waiting():
     for serve_status in (status("UPSCALING"), status("UNHEALTHY", running=1),
                          status("UNHEALTHY", apps=2), RuntimeError("no controller")):
-        sent, asked = call(answering_after(0.6), serve_status)
+        sent, asked, _ = call(answering_after(0.6), serve_status)
         assert sent[0]["status"] == 200 and asked >= 2, serve_status
 
 
@@ -88,18 +96,5 @@ def test_a_slow_answer_from_serve_never_holds_back_the_requests_own_answer():
         time.sleep(2)  # Serve's controller slow to answer, or away
         return status("UNHEALTHY")
 
-    start = time.monotonic()
-    sent = []
-
-    async def send(message):
-        sent.append((message, time.monotonic() - start))
-
-    async def receive():
-        return {"type": "http.request", "body": b"{}", "more_body": False}
-
-    async def serve() -> float:  # the seconds until the server may close or reuse the connection
-        middleware = AnswerWhenNoReplicaCanStart(answering_after(0.3), status=slow, wait_s=0.2, poll_s=0.1)
-        await middleware({"type": "http", "method": "POST", "path": "/", "headers": []}, receive, send)
-        return time.monotonic() - start
-
-    assert asyncio.run(serve()) < 1.5 and sent[0][0]["status"] == 200, sent
+    sent, _, seconds = call(answering_after(0.3), slow)
+    assert seconds < 1.5 and sent[0]["status"] == 200, (seconds, sent)
