@@ -166,6 +166,18 @@ def test_a_cpu_engine_needs_no_gpu(tmp_path):
     assert check(cfg, node(gpus=[], mem_available_bytes=8 * GIB)) == []
 
 
+def test_building_the_app_still_needs_a_running_ray_so_preflight_stops_before_it():
+    # With auto-connect off, Ray Serve LLM's builder fails without a cluster to ask (Ray 2.58 to 2.60), and
+    # with it on it starts one. This fails once the builder needs none: preflight may then build the app.
+    code = ("from ray.serve.llm import build_openai_app\nfrom tutorial.preflight import load_llm_config\n"
+            "try:\n    build_openai_app({'llm_configs': [load_llm_config()]})\n    print('BUILT')\n"
+            "except Exception as e:\n    print('FAILED', type(e).__name__, e)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LLM_PROFILE": "cpu", "RAY_ENABLE_AUTO_CONNECT": "0"})
+    assert out.stdout.splitlines()[-1:] == ["FAILED AttributeError 'Worker' object has no attribute 'core_worker'"], \
+        out.stdout[-2000:] + out.stderr[-2000:]
+
+
 def test_preflight_reads_the_deploy_file_without_building_the_app_or_patching_ray():
     # Building the app would start a throwaway Ray cluster; preflight runs before `ray start`.
     code = ("import ray, ray.serve.llm\nreal = ray.serve.llm.build_openai_app\n"

@@ -9,6 +9,7 @@ import pytest
 from conftest import MACHINE
 from lab import reliability
 from serve_plugins import cluster_env, haproxy_guard
+from serve_plugins.structured_errors import MESSAGE
 
 pytestmark = pytest.mark.deploys
 
@@ -131,6 +132,13 @@ def test_accepted_abuse_ends_at_max_tokens_or_gets_a_4xx(found, case):
     assert 400 <= c["status"] < 500 or (c["status"] == 200 and c["completion_tokens"] <= c["bound"]), c
     if c["status"] != 200:
         assert c["message"], c  # vLLM's silent 500 for a schema it cannot use becomes a 400 that says why
+
+
+def test_vllm_still_answers_a_schema_that_refers_to_itself_with_a_silent_500(found):
+    # serve_plugins/structured_errors.py made the 400: this fails once vLLM answers the schema itself
+    # (vllm-project/vllm#57725), and the middleware can go.
+    (c,) = [c for c in scenario(found, "bounded") if c["case"] == "a JSON schema that refers to itself"]
+    assert c["status"] == 400 and c["message"] == json.loads(MESSAGE)["error"]["message"][:300], c
 
 
 def test_from_another_address_only_the_replicas_grpc_answers_and_asks_for_the_token(found):

