@@ -38,7 +38,7 @@ import httpx
 import psutil
 
 from lab import ROOT, stream
-from lab.launch import Deployment
+from lab.launch import Deployment, tail
 from serve_plugins import cluster_env, haproxy_files, haproxy_guard
 from serve_plugins.api_key import KEY_ENV
 from tutorial import access, facts, metrics, ready, teardown
@@ -304,6 +304,9 @@ def stream_disconnect(run: Run) -> dict:
     # Ray exports the engine's gauges every few seconds, and may drop an idle engine's (-1: not exported).
     freed = within(lambda: kv_usage_and_running() in ((0, 0), (-1, -1)), 30)
     usage, running = kv_usage_and_running()
+    # Ray exports the counter every few seconds: read it once it counts the tokens the client read (the
+    # first chunk carries only the role).
+    within(lambda: generated() - before >= READ_CHUNKS - 1, 30)
     return {"status": status, "chunks_read": chunks, "engine_cores_idle": round(idle, 2),
             "engine_cores_generating": round(reading, 2),
             "engine_stopped_after_s": round(time.monotonic() - dropped, 1) if stopped else None,
@@ -587,42 +590,65 @@ def stale_record(run: Run) -> dict:
             stranger.kill()
 
 
-LONG_STREAM_TOKENS = 1800  # within the cpu profile's 2,048-token context
+LONG_STREAM_TOKENS = 1800  # within the cpu profile's 2,048-token context: about 30 s of the engine on 2 cores
 # Ray's 120 s default stands for a hard stop shorter than the answers a deployment streams; the CPU's
-# stream is shorter than a 70B's, so the short setting is too.
+# answer is shorter than a 70B's, so the short setting is too.
 SHORT_HARD_STOP_S = 10
-# The reader takes a line every PACE_S until HOLD_S after the reload, then the rest at once: a 70B
-# answer lasts minutes because the engine is slow, this one because its reader is. A receive buffer
-# of a few KiB keeps the unread answer in HAProxy's hands, not in this machine's socket buffers.
-PACE_S, HOLD_S, RECEIVE_BUFFER = 0.1, SHORT_HARD_STOP_S + 10, 4096
 
 
-class SlowReader(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect((self.host, self.port))
+class ProbeScaler:
+    """lab.reload_probe's scaler, connected to the cluster before it is asked to scale."""
 
+    def __init__(self, run: Run):
+        self.log = run.deployment.log
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "lab.reload_probe"], cwd=ROOT, env=run.deployment.env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
 
-def probe(run: Run, app: str) -> None:
-    run.deployment.run(["serve", "run", f"lab.reload_probe:{app}", "--name", "reload-probe",
-                        "--route-prefix", "/reload-probe", "--non-blocking"], 300)
+    def expect(self, word: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while select.select([self.proc.stdout], [], [], max(deadline - time.monotonic(), 0))[0]:
+            line = self.proc.stdout.readline()
+            if line.strip() == word:
+                return
+            if not line:
+                break
+        raise TimeoutError(f"the probe's scaler did not say {word!r} within {timeout_s:.0f} s:\n{tail(self.log)}")
+
+    def scale(self, app: str) -> None:
+        self.proc.stdin.write(app + "\n")
+        self.proc.stdin.flush()
+        self.expect("scaled", 300)
+
+    def __enter__(self):
+        self.expect("connected", 120)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def stream_across_reload(run: Run) -> dict:
-    """A stream of LONG_STREAM_TOKENS tokens during which a deployment beside the LLM scales from one
-    replica to two: HAProxy reloads, and the old process, which carries the stream, is killed
-    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S later with every connection it still holds."""
-    probe(run, "one")
-    seen = {"chunks": 0, "finish_reason": None, "tokens": None, "last": "", "error": None, "status": None}
-    reloaded_at = [None]  # set by this thread once HAProxy has reloaded, read by the stream's
+    """A stream of LONG_STREAM_TOKENS tokens during which a deployment beside the LLM scales from two
+    replicas to one: HAProxy reloads, and the old process, which carries the stream, is killed
+    RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S later with every connection it still holds.
 
-    def read_slowly() -> None:
+    Only what the engine has yet to write is lost then: what it has written sits in the old process's
+    socket buffers, which the kernel still delivers. So the reload comes seconds into the answer, from a
+    scale in, which Serve applies at once; a scale out reloads only once a new replica has started,
+    which on the CPU takes about as long as the whole answer."""
+    seen = {"chunks": 0, "finish_reason": None, "tokens": None, "last": "", "error": None, "status": None}
+
+    def read() -> None:
         # The usage chunk counts the tokens: vLLM merges tokens into fewer chunks when the reader lags.
         body = ask("Count from 1 to 1000.", max_tokens=LONG_STREAM_TOKENS, min_tokens=LONG_STREAM_TOKENS, stream=True,
                    stream_options={"include_usage": True})
-        conn = SlowReader("127.0.0.1", facts.HTTP_PORT, timeout=600)
+        conn = http.client.HTTPConnection("127.0.0.1", facts.HTTP_PORT, timeout=600)
         try:
             conn.request("POST", "/v1/chat/completions", json.dumps(body),
                          {**AUTH, "Content-Type": "application/json"})
@@ -637,32 +663,33 @@ def stream_across_reload(run: Run) -> dict:
                     seen["finish_reason"] = choice.get("finish_reason") or seen["finish_reason"]
                     seen["tokens"] = (chunk.get("usage") or {}).get("completion_tokens", seen["tokens"])
                 seen["last"] = line or seen["last"]
-                if seen["chunks"] >= 50 and not (reloaded_at[0] and time.monotonic() > reloaded_at[0] + HOLD_S):
-                    time.sleep(PACE_S)
         except (http.client.HTTPException, OSError, ValueError) as e:
             seen["error"] = repr(e)
         finally:
             conn.close()
         seen["ended"] = time.monotonic()
 
-    client = threading.Thread(target=read_slowly, daemon=True)
-    start = time.monotonic()
-    client.start()
-    poll(lambda: seen["chunks"] >= 50, 120, "the long stream's first 50 chunks")
-    before = {p.pid for p in haproxies()}
-    scaling = threading.Thread(target=probe, args=(run, "two"), daemon=True)
-    scaling.start()
-    poll(lambda: {p.pid for p in haproxies()} - before, 300, "a new HAProxy process after the probe scaled")
-    reloaded_at[0] = time.monotonic()
-    scaling.join(timeout=300)
-    client.join(timeout=900)
+    with ProbeScaler(run) as probe:
+        probe.scale("two")
+        client = threading.Thread(target=read, daemon=True)
+        start = time.monotonic()
+        client.start()
+        poll(lambda: seen["chunks"] >= 50, 120, "the long stream's first 50 chunks")
+        before = {p.pid for p in haproxies()}
+        # Scaled from a thread: Serve may reload HAProxy before it says the scale is done.
+        scaling = threading.Thread(target=probe.scale, args=("one",), daemon=True)
+        scaling.start()
+        poll(lambda: {p.pid for p in haproxies()} - before, 120, "a new HAProxy process after the probe scaled in")
+        reloaded_at = time.monotonic()
+        scaling.join(timeout=300)
+        client.join(timeout=900)
     if client.is_alive():
         raise TimeoutError(f"the long stream still ran after {time.monotonic() - start:.0f} s")
     return {"hard_stop_after_s": int(run.deployment.env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]),
             "tokens_asked": LONG_STREAM_TOKENS, "status": seen["status"], "chunks": seen["chunks"], "tokens": seen["tokens"],
             "finish_reason": seen["finish_reason"], "done": seen["last"] == "data: [DONE]", "client_error": seen["error"],
-            "stream_s": round(seen["ended"] - start, 1), "after_reload_s": round(seen["ended"] - reloaded_at[0], 1),
-            "alive_after": answers(run.client)}
+            "reloaded_after_s": round(reloaded_at - start, 1), "stream_s": round(seen["ended"] - start, 1),
+            "after_reload_s": round(seen["ended"] - reloaded_at, 1), "alive_after": answers(run.client)}
 
 
 def short_hard_stop(smoke: bool, work: Path) -> dict:

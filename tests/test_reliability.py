@@ -96,7 +96,7 @@ def test_a_client_that_leaves_mid_stream_stops_the_engine(found):
     assert s["engine_stopped_after_s"] is not None, f"the engine still generated {reliability.STOP_S} s after the client left"
     # Freed when Ray still exports the engine's KV cache gauge (None: the gauge was no longer exported).
     assert s["kv_cache_freed"] in (True, None)
-    assert s["tokens_generated_of_1500"] < 1500, "the abandoned request ran to the end"
+    assert reliability.READ_CHUNKS - 1 <= s["tokens_generated_of_1500"] < 1500, s  # counted, and not to the end
 
 
 def test_engine_metrics_are_exported_and_count_the_requests(found):
@@ -184,20 +184,20 @@ def test_a_stale_record_is_dropped_and_whoever_has_its_id_now_is_spared(found):
 def test_a_stream_that_spans_a_scale_event_completes(found):
     s = scenario(found, "stream_across_reload")
     assert s["hard_stop_after_s"] == cluster_env.HARD_STOP_AFTER_S
-    # The reader held the stream open past the short hard stop below, after HAProxy reloaded.
-    assert s["after_reload_s"] > reliability.SHORT_HARD_STOP_S, s
+    # The engine still wrote the answer past the short hard stop below, after HAProxy reloaded.
+    assert s["after_reload_s"] > reliability.SHORT_HARD_STOP_S + 5, s
     assert (s["status"], s["done"], s["finish_reason"], s["client_error"], s["tokens"]) == (
         200, True, "length", None, reliability.LONG_STREAM_TOKENS), s
     assert s["alive_after"]
 
 
 def test_at_a_short_hard_stop_the_same_stream_is_cut(found):
-    # What the setting prevents: the old HAProxy process is killed mid-answer, about the hard stop after
-    # the reload was seen, and the stream ends with no [DONE] and no finish_reason (an error at the client
+    # What the setting prevents: the old HAProxy process is killed mid-answer, the hard stop after the
+    # reload was seen, and the stream ends with no [DONE] and no finish_reason (an error at the client
     # only when the cut falls inside a chunk).
     s = scenario(found, "stream_cut_at_short_hard_stop")
     assert s["hard_stop_after_s"] == reliability.SHORT_HARD_STOP_S
-    assert reliability.SHORT_HARD_STOP_S - 3 < s["after_reload_s"] <= reliability.HOLD_S + 5, s
+    assert reliability.SHORT_HARD_STOP_S - 3 < s["after_reload_s"] <= reliability.SHORT_HARD_STOP_S + 3, s
     assert (s["status"], s["done"], s["finish_reason"], s["tokens"]) == (200, False, None, None), s
     assert s["client_error"] is None or "IncompleteRead" in s["client_error"], s
     assert 50 <= s["chunks"] < reliability.LONG_STREAM_TOKENS, s
