@@ -2,14 +2,16 @@
 
 With min_replicas 0, a request that finds no replica waits in Serve's Python proxy (HAProxy's fallback)
 while Serve starts one. When the replica cannot start (a bad engine argument, too little memory), Serve
-marks the deployment UNHEALTHY; after three failed starts of a deployment that never ran it stops trying
-(ray-project/ray#51600). Either way it never answers the waiting request (Ray 2.60): only the client's
-own timeout ends it. This middleware, in Serve's Python proxy only (proxy.middlewares installs it there,
-not in the replicas that HAProxy sends requests to directly), asks Serve's status about a request that
-has had no answer for WAIT_S. Once a deployment is UNHEALTHY or DEPLOY_FAILED with no replica running,
-it answers 503 with Serve's message, which quotes the engine's error, and drops the request. Serve's
-status does not say which application a path reaches, so it acts only where the cluster runs one
-application, as the tutorial's does. A request whose answer has started is never touched.
+marks the deployment UNHEALTHY and, for a deployment that ran before, keeps trying and never answers the
+waiting request: only the client's own timeout ends it. A deployment that never ran it gives up on after
+three failed starts (DEPLOY_FAILED, ray-project/ray#51600), and then answers 503 in plain text that names
+the deployment but not the engine's error (Ray 2.60). This middleware, in Serve's Python proxy only
+(proxy.middlewares installs it there, not in the replicas that HAProxy sends requests to directly), asks
+Serve's status about a request that has had no answer for WAIT_S. Once a deployment is UNHEALTHY or
+DEPLOY_FAILED with no replica running, it answers 503 with Serve's message, which quotes the engine's
+error, and drops the request; Serve's own 503 for it gets the same answer. Serve's status does not say
+which application a path reaches, so it acts only where the cluster runs one application, as the
+tutorial's does. A request whose answer has started is never touched.
 """
 
 import asyncio
@@ -19,6 +21,8 @@ import time
 WAIT_S = 5  # an answer that starts sooner never asks Serve
 POLL_S = 2  # how often a waiting request asks, shared by all requests of one server
 BROKEN = ("UNHEALTHY", "DEPLOY_FAILED")
+# The end of Serve's 503 for a deployment it gave up on (ray.serve.exceptions.DeploymentUnavailableError).
+SERVE_GAVE_UP = b"is unavailable because it failed to deploy."
 
 
 def in_serve_proxy() -> bool:
@@ -78,32 +82,48 @@ class AnswerWhenNoReplicaCanStart:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, given_up = False, False
+        started, given_up, held = False, False, None
 
-        async def send_unless_given_up(message):
-            nonlocal started
+        async def give_up(reason: str) -> None:
+            nonlocal given_up
             if given_up:
                 return
+            given_up = True
+            body = unavailable(reason)
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        async def send_unless_given_up(message):
+            nonlocal started, held
+            if given_up:
+                return
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                held = message  # until its body shows whether it is Serve's own, without the reason
+                return
+            if held is not None:
+                start, held = held, None
+                if (not message.get("more_body") and message.get("body", b"").endswith(SERVE_GAVE_UP)
+                        and (reason := await self.ask())):
+                    await give_up(reason)
+                    return
+                await send(start)
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, receive, send_unless_given_up))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.wait_s)
-            while not done and not started:
+            while not done and not started and held is None:
                 # The request goes on while Serve is asked: its answer may come first.
                 asking = self.ask()
                 done, _ = await asyncio.wait({task, asking}, return_when=asyncio.FIRST_COMPLETED)
-                if task in done or started:
+                if task in done or started or held is not None:
                     break
                 if reason := asking.result():
-                    given_up = True
+                    await give_up(reason)
                     task.cancel()
-                    body = unavailable(reason)
-                    await send({"type": "http.response.start", "status": 503,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
-                    await send({"type": "http.response.body", "body": body})
                     return
                 done, _ = await asyncio.wait({task}, timeout=self.poll_s)
             await task

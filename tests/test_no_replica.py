@@ -4,9 +4,11 @@ tests/test_serve_deploy.py sends the real case through a live deployment scaled 
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 
-from serve_plugins.no_replica import AnswerWhenNoReplicaCanStart
+from serve_plugins.no_replica import SERVE_GAVE_UP, AnswerWhenNoReplicaCanStart
 
 REASON = "The deployment failed to start 3 times in a row. ... No available memory for the cache blocks."
 
@@ -34,6 +36,19 @@ def answering_after(delay_s: float | None):
         await asyncio.sleep(0.5)  # the stream goes on after its start, past the wait
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
     return app
+
+
+def answering_503(text: bytes, delay_s: float = 0.05):
+    """An app that answers 503 with `text` after delay_s, as Serve's proxy does for a deployment it gave up on."""
+    async def app(scope, receive, send):
+        await asyncio.sleep(delay_s)
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
+    return app
+
+
+SERVES_503 = b"Deployment(name='LLMServer:my-llama-3_1-70b', app='default') " + SERVE_GAVE_UP
 
 
 def call(app, serve_status, timeout_s: float = 5) -> tuple[list[dict], int, float]:
@@ -98,3 +113,28 @@ def test_a_slow_answer_from_serve_never_holds_back_the_requests_own_answer():
 
     sent, _, seconds = call(answering_after(0.3), slow)
     assert seconds < 1.5 and sent[0]["status"] == 200, (seconds, sent)
+
+
+def test_serves_own_503_for_a_deployment_it_gave_up_on_gets_the_reason():
+    # Serve answers itself once the deployment is DEPLOY_FAILED, sooner than the middleware's wait: in plain
+    # text, without the engine's error.
+    (start, body), asked, _ = call(answering_503(SERVES_503), status("DEPLOY_FAILED"))
+    error = json.loads(body["body"])["error"]
+    assert start["status"] == 503 and error["code"] == 503 and asked == 1
+    assert "DEPLOY_FAILED" in error["message"] and "No available memory for the cache blocks" in error["message"]
+
+
+def test_any_other_503_or_one_serve_has_no_reason_for_passes_unchanged():
+    for text, serve_status in ((b"Request dropped due to backpressure.", status("DEPLOY_FAILED")),
+                               (SERVES_503, status("DEPLOY_FAILED", apps=2))):
+        (start, body), _, _ = call(answering_503(text), serve_status)
+        assert (start["status"], body["body"]) == (503, text), text
+
+
+def test_serves_503_for_a_deployment_it_gave_up_on_still_reads_as_the_middleware_expects():
+    # In a child process: Ray fixes its auth mode when imported. This fails once Ray words the answer
+    # otherwise, and the middleware would pass it on without the reason.
+    code = ("from ray.serve._private.common import DeploymentID; from ray.serve.exceptions import DeploymentUnavailableError; "
+            "print(DeploymentUnavailableError(DeploymentID(name='LLMServer:m', app_name='default')).message)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().encode().endswith(SERVE_GAVE_UP), out.stdout[-2000:] + out.stderr[-2000:]
