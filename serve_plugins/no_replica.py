@@ -103,11 +103,13 @@ class AnswerWhenNoReplicaCanStart:
                 held = message  # until its body shows whether it is Serve's own, without the reason
                 return
             if held is not None:
-                start, held = held, None
+                # Still held while Serve is asked, so the waiting loop leaves the answer to this path.
                 if (not message.get("more_body") and message.get("body", b"").endswith(SERVE_GAVE_UP)
                         and (reason := await self.ask())):
+                    held = None
                     await give_up(reason)
                     return
+                start, held, started = held, None, True
                 await send(start)
             started = started or message["type"] == "http.response.start"
             await send(message)

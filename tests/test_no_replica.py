@@ -131,6 +131,17 @@ def test_any_other_503_or_one_serve_has_no_reason_for_passes_unchanged():
         assert (start["status"], body["body"]) == (503, text), text
 
 
+def test_another_503_that_streams_past_the_wait_is_never_cut():
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 503, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await asyncio.sleep(0.6)  # past the wait, while Serve's status is bad
+        await send({"type": "http.response.body", "body": b"last"})
+
+    sent, asked, _ = call(app, status("DEPLOY_FAILED"))
+    assert [m.get("status") for m in sent] == [503, None, None] and sent[-1]["body"] == b"last" and asked == 0, sent
+
+
 def test_serves_503_for_a_deployment_it_gave_up_on_still_reads_as_the_middleware_expects():
     # In a child process: Ray fixes its auth mode when imported. This fails once Ray words the answer
     # otherwise, and the middleware would pass it on without the reason.
